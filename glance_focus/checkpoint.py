@@ -1,0 +1,200 @@
+"""Checkpoints on disk: a directory with ``config.json`` and ``model.safetensors``.
+
+``config.json`` holds everything needed to rebuild and use the model: the architecture
+(:class:`GlanceFocusConfig`), the frame and text encoders it was trained with (spec and weight
+fingerprint), frame sampling, event class names, the answer vocabulary and free-form metadata
+(metrics, training command). A fine-tuned text encoder, if any, sits in ``text_encoder.safetensors``.
+Loading rebuilds the model from the config and loads the weights strictly. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from glance_focus.config import GlanceFocusConfig
+from glance_focus.model import GlanceFocus
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TEXT_ENCODER_WEIGHTS_NAME = "text_encoder.safetensors"
+FORMAT_NAME = "glance-focus"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, malformed or does not match its config."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Everything in ``config.json``."""
+
+    model: GlanceFocusConfig
+    frame_encoder: str
+    """Frame encoder spec ``ARCH:PRETRAINED`` (e.g. ``ViT-B-32:random-seed0``)."""
+    frame_encoder_fingerprint: str | None
+    num_frames: int
+    """Frame features per video the model was trained with (uniform sampling)."""
+    text_encoder: str
+    """Text encoder spec (Hugging Face directory or name, or ``minilm``)."""
+    text_max_length: int = 64
+    text_encoder_config: dict[str, Any] | None = None
+    """Hugging Face config of a fine-tuned text encoder stored beside the model, if any."""
+    event_classes: tuple[str, ...] = ()
+    answer_vocab: tuple[str, ...] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.event_classes and len(self.event_classes) != self.model.num_event_classes:
+            raise CheckpointError(
+                f"{len(self.event_classes)} event class names for a model with {self.model.num_event_classes} classes"
+            )
+        if self.answer_vocab is not None and len(self.answer_vocab) != self.model.answer_vocab_size:
+            raise CheckpointError(
+                f"answer vocabulary of {len(self.answer_vocab)} for a model with {self.model.answer_vocab_size} answers"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "model": self.model.to_dict(),
+            "frame_encoder": {"spec": self.frame_encoder, "fingerprint": self.frame_encoder_fingerprint},
+            "num_frames": self.num_frames,
+            "text_encoder": {
+                "spec": self.text_encoder,
+                "max_length": self.text_max_length,
+                "hf_config": self.text_encoder_config,
+            },
+            "event_classes": list(self.event_classes),
+            "answer_vocab": list(self.answer_vocab) if self.answer_vocab is not None else None,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckpointInfo:
+        if data.get("format") != FORMAT_NAME:
+            raise CheckpointError(f"not a {FORMAT_NAME} checkpoint config (format={data.get('format')!r})")
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint format {data['format_version']} is newer than this library ({FORMAT_VERSION})")
+        try:
+            vocab = data.get("answer_vocab")
+            return cls(
+                model=GlanceFocusConfig.from_dict(data["model"]),
+                frame_encoder=data["frame_encoder"]["spec"],
+                frame_encoder_fingerprint=data["frame_encoder"].get("fingerprint"),
+                num_frames=int(data["num_frames"]),
+                text_encoder=data["text_encoder"]["spec"],
+                text_max_length=int(data["text_encoder"].get("max_length", 64)),
+                text_encoder_config=data["text_encoder"].get("hf_config"),
+                event_classes=tuple(data.get("event_classes") or ()),
+                answer_vocab=tuple(vocab) if vocab is not None else None,
+                metadata=dict(data.get("metadata") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"malformed checkpoint config: {exc}") from exc
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: GlanceFocus
+    info: CheckpointInfo
+    text_encoder_state: dict[str, Tensor] | None
+    path: Path
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: GlanceFocus,
+    info: CheckpointInfo,
+    text_encoder_state: dict[str, Tensor] | None = None,
+) -> Path:
+    """Write ``directory`` atomically: everything goes to a temporary sibling that replaces it at once.
+
+    A crash leaves either the old checkpoint or the new one, never a mixture.
+    """
+    if info.model != model.config:
+        raise CheckpointError("CheckpointInfo.model differs from the model's own config")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": FORMAT_NAME})
+        if text_encoder_state is not None:
+            text_state = {k: v.detach().cpu().contiguous() for k, v in text_encoder_state.items()}
+            save_file(text_state, str(staging / TEXT_ENCODER_WEIGHTS_NAME))
+        _write_json(staging / CONFIG_NAME, info.to_json())
+        _replace_directory(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _replace_directory(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, replacing an existing directory with two renames."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, retired)
+    try:
+        os.replace(new, target)
+    except OSError:
+        os.replace(retired, target)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
+    """Parse ``directory/config.json`` without loading weights."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint: {CONFIG_NAME} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return CheckpointInfo.from_json(data)
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read weights {path}: {exc}") from exc
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model from ``config.json`` and load ``model.safetensors`` strictly (eval mode)."""
+    directory = Path(directory)
+    info = read_checkpoint_info(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint: {WEIGHTS_NAME} is missing")
+    model = GlanceFocus(info.model)
+    try:
+        model.load_state_dict(_load_safetensors(weights), strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {weights} do not match config.json: {exc}") from exc
+    text_path = directory / TEXT_ENCODER_WEIGHTS_NAME
+    text_state = _load_safetensors(text_path) if text_path.is_file() else None
+    model.to(device).eval()
+    return LoadedCheckpoint(model=model, info=info, text_encoder_state=text_state, path=directory)

@@ -1,0 +1,134 @@
+"""Configuration dataclasses: every architecture number and every loss weight lives here.
+
+The model is rebuilt from a checkpoint as ``GlanceFocus(GlanceFocusConfig.from_dict(saved))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Task = Literal["multiple_choice", "open_ended"]
+SpanFormat = Literal["se", "cw"]
+
+
+@dataclass(frozen=True)
+class GlanceFocusConfig:
+    """Architecture of a Glance-Focus model.
+
+    The ``compat_*`` switches replicate behaviours of the published reference code that differ
+    from the paper (DESIGN.md §2.1). They default to the corrected behaviour;
+    :meth:`reference_compat` turns them all on, which a checkpoint trained with the reference
+    code needs to reproduce its predictions.
+    """
+
+    feature_dim: int = 512
+    """F: width of the input frame features."""
+    d_model: int = 512
+    """D: width of every token inside the model."""
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    num_encoder_layers: int = 2
+    num_decoder_layers: int = 2
+    dropout: float = 0.1
+    text_dropout: float = 0.1
+    """Dropout after resizing text-encoder tokens to ``d_model``."""
+    num_memory_prompts: int = 10
+    """Q: learnable event queries, one memory prompt each."""
+    num_event_classes: int = 110
+    """C: event (action) classes, background excluded. Heads predict C + 1 classes."""
+    text_hidden_size: int = 384
+    """Width of the text encoder's token states (384 for MiniLM, 768 for roberta-base)."""
+    task: Task = "multiple_choice"
+    answer_vocab_size: int = 0
+    """Open-ended answer vocabulary size (ignored for multiple-choice)."""
+    span_format: SpanFormat = "se"
+    """How the two numbers of a predicted span are to be read: (start, end) or (center, width)."""
+    temporal_position: Literal["none", "sine"] = "sine"
+    """Position encoding added to frame tokens in both stages ("none" in the reference)."""
+    share_mla_attention: bool = True
+    """One cross-attention module serves glance and all three multi-level steps (as in the reference)."""
+    compat_event_memory_slice: bool = False
+    """Reference: the MLA "event memory" is the last Q encoded positions (text tokens in fact)."""
+    compat_float_masks: bool = False
+    """Reference: float ones as visual key-padding mask, concatenated with the text mask (+1 logits)."""
+    compat_answer_from_first_layer: bool = False
+    """Reference: the answer head reads the QA query from the first decoder layer."""
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        if self.num_memory_prompts < 1:
+            raise ValueError("num_memory_prompts must be >= 1")
+        if self.task not in ("multiple_choice", "open_ended"):
+            raise ValueError(f"unknown task {self.task!r}")
+        if self.task == "open_ended" and self.answer_vocab_size < 1:
+            raise ValueError("an open-ended model needs answer_vocab_size >= 1")
+        if self.span_format not in ("se", "cw"):
+            raise ValueError(f"unknown span_format {self.span_format!r}")
+        if self.temporal_position not in ("none", "sine"):
+            raise ValueError(f"unknown temporal_position {self.temporal_position!r}")
+
+    @property
+    def num_event_logits(self) -> int:
+        """C + 1: event classes plus background."""
+        return self.num_event_classes + 1
+
+    def reference_compat(self) -> GlanceFocusConfig:
+        """This config with every reference-code behaviour of DESIGN.md §2.1 switched on."""
+        return dataclasses.replace(
+            self,
+            temporal_position="none",
+            share_mla_attention=True,
+            compat_event_memory_slice=True,
+            compat_float_masks=True,
+            compat_answer_from_first_layer=True,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GlanceFocusConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown GlanceFocusConfig fields: {unknown}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss terms, their coefficients and the Hungarian matcher's costs (DESIGN.md §3)."""
+
+    setting: Literal["sup", "uns"] = "sup"
+    losses: tuple[str, ...] = ("qa", "cls", "l1")
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"qa": 1.0, "cls": 0.5, "l1": 0.5, "giou": 0.5, "cert": 1.0}
+    )
+    match_cost_class: float = 1.0
+    match_cost_l1: float = 1.0
+    background_weight: float = 0.1
+    """Weight of the background class in the event-class cross-entropy."""
+    unmatched_as_background: bool = True
+    """Supervise unmatched prompts as background (DETR). The reference supervises matched ones only."""
+
+    def __post_init__(self) -> None:
+        allowed = {"sup": {"qa", "cls", "l1"}, "uns": {"qa", "cls", "giou", "cert"}}[self.setting]
+        bad = sorted(set(self.losses) - allowed)
+        if bad:
+            raise ValueError(f"losses {bad} do not exist in the {self.setting!r} setting ({sorted(allowed)})")
+        if self.match_cost_class == 0 and self.match_cost_l1 == 0:
+            raise ValueError("the matcher needs a non-zero cost")
+
+    @classmethod
+    def unsupervised(cls, **overrides: Any) -> LossConfig:
+        return cls(setting="uns", losses=("qa", "cls", "giou", "cert"), **overrides)
+
+    @classmethod
+    def reference(cls, setting: Literal["sup", "uns"] = "sup") -> LossConfig:
+        """The reference code's criterion (matched-only class loss)."""
+        if setting == "uns":
+            return cls.unsupervised(unmatched_as_background=False)
+        return cls(unmatched_as_background=False)

@@ -1,0 +1,173 @@
+"""Conversion of checkpoints written by the published reference code (github ByZ0e/Glance-Focus).
+
+The reference saves ``{"model_state_dict": ..., "optimizer_state_dict": ..., ...}`` (``.tar``/``.pth``)
+with its own key layout, and keeps the fine-tuned RoBERTa text encoder inside the model under
+``transformer.text_encoder.``. :func:`convert_reference_state_dict` maps every key onto this
+library's layout (and refuses any key it does not understand); :func:`reference_config` rebuilds the
+architecture from the tensor shapes with every reference-compatibility switch on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from glance_focus.config import GlanceFocusConfig
+
+_TEXT_ENCODER_PREFIX = "transformer.text_encoder."
+# Buffers some transformers versions saved in the state dict; they are not parameters.
+_IGNORED_TEXT_ENCODER_KEYS = {"embeddings.position_ids"}
+
+_DECODER_NORMS = {"norm1": "self_norm", "norm2": "event_norm", "norm3": "frame_norm", "norm4": "ffn_norm", "norm5": "focus_norm"}
+_ENCODER_NORMS = {"norm1": "self_norm", "norm2": "ffn_norm"}
+
+# (reference pattern, our replacement); applied in order, first match wins.
+_KEY_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^input_proj\.main\.0\.weight_v$"), "input_proj.weight_direction"),
+    (re.compile(r"^input_proj\.main\.0\.weight_g$"), "input_proj.weight_scale"),
+    (re.compile(r"^input_proj\.main\.0\.bias$"), "input_proj.bias"),
+    (re.compile(r"^query_embed\.weight$"), "event_queries.weight"),
+    (re.compile(r"^qa_embed\.weight$"), "answer_query.weight"),
+    (re.compile(r"^position_embeddings\.weight$"), "prompt_position.weight"),
+    (re.compile(r"^event_class_embed\.(weight|bias)$"), r"class_head.\1"),
+    (re.compile(r"^span_embed\.layers\.(\d+)\.(weight|bias)$"), r"span_head.layers.\1.\2"),
+    (re.compile(r"^answer_head\.((?:\d+\.)?(?:weight|bias))$"), r"answer_head.\1"),
+    (re.compile(r"^transformer\.resizer\.fc\.(weight|bias)$"), r"text_proj.fc.\1"),
+    (re.compile(r"^transformer\.resizer\.layer_norm\.(weight|bias)$"), r"text_proj.norm.\1"),
+    (re.compile(r"^transformer\.decoder\.norm\.(weight|bias)$"), r"decoder.norm.\1"),
+    (
+        re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|cross_attn_image)\.in_proj_(weight|bias)$"),
+        r"\1.layers.\2.{attn}.in_proj.\4",
+    ),
+    (
+        re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|cross_attn_image)\.out_proj\.(weight|bias)$"),
+        r"\1.layers.\2.{attn}.out_proj.\4",
+    ),
+    (re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(linear[12])\.(weight|bias)$"), r"\1.layers.\2.ffn.\3.\4"),
+    (re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(norm[1-5])\.(weight|bias)$"), r"\1.layers.\2.{norm}.\4"),
+]
+
+
+@dataclass(frozen=True)
+class ConvertedReference:
+    """A reference state dict in this library's layout."""
+
+    model_state: dict[str, Tensor]
+    """Keys of :class:`glance_focus.model.GlanceFocus`."""
+    text_encoder_state: dict[str, Tensor]
+    """Keys of a Hugging Face ``RobertaModel`` (empty if the checkpoint holds no text encoder)."""
+
+
+def _rename(key: str) -> str | None:
+    for pattern, replacement in _KEY_RULES:
+        match = pattern.match(key)
+        if match is None:
+            continue
+        new_key = match.expand(replacement)
+        if "{attn}" in new_key:
+            new_key = new_key.replace("{attn}", "cross_attn" if match.group(3) == "cross_attn_image" else "self_attn")
+        if "{norm}" in new_key:
+            norms = _ENCODER_NORMS if match.group(1) == "encoder" else _DECODER_NORMS
+            if match.group(3) not in norms:
+                return None
+            new_key = new_key.replace("{norm}", norms[match.group(3)])
+        return new_key
+    return None
+
+
+def convert_reference_state_dict(state: dict[str, Tensor]) -> ConvertedReference:
+    """Map a reference state dict onto this library's key layout.
+
+    Raises ``ValueError`` naming every key that has no place in the converted model, so nothing
+    is silently dropped (the only keys skipped are non-parameter buffers such as
+    ``transformer.text_encoder.embeddings.position_ids``).
+    """
+    model_state: dict[str, Tensor] = {}
+    text_state: dict[str, Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        key = key.removeprefix("module.")  # saved from DataParallel / DDP
+        if key.startswith(_TEXT_ENCODER_PREFIX):
+            text_key = key[len(_TEXT_ENCODER_PREFIX) :]
+            if text_key not in _IGNORED_TEXT_ENCODER_KEYS:
+                text_state[text_key] = value
+            continue
+        new_key = _rename(key)
+        if new_key is None:
+            unknown.append(key)
+            continue
+        model_state[new_key] = value.reshape(()) if new_key == "input_proj.weight_scale" else value
+    if unknown:
+        raise ValueError(f"reference checkpoint has keys this converter does not understand: {sorted(unknown)}")
+    return ConvertedReference(model_state=model_state, text_encoder_state=text_state)
+
+
+def load_reference_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """Read a reference ``.tar``/``.pth`` (``{"model_state_dict": ...}`` or a bare state dict).
+
+    Uses ``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused.
+    """
+    try:
+        payload: Any = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler's refusal or a corrupt file
+        raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint: {exc}") from exc
+    if isinstance(payload, dict) and "model_state_dict" in payload:
+        payload = payload["model_state_dict"]
+    if not isinstance(payload, dict) or not all(isinstance(v, Tensor) for v in payload.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    return payload
+
+
+def reference_config(state: dict[str, Tensor], num_heads: int = 8, **overrides: Any) -> GlanceFocusConfig:
+    """Architecture of a reference state dict (converted or not), read from its tensor shapes.
+
+    The number of attention heads cannot be read from shapes and is given (reference: 8).
+    Every reference-compatibility switch is on; ``span_format`` is "se" as in the reference's
+    STAR/AGQA loaders.
+    """
+    converted = state if "event_queries.weight" in state else convert_reference_state_dict(state).model_state
+    num_prompts, d_model = converted["event_queries.weight"].shape
+
+    def count_layers(stack: str) -> int:
+        pattern = re.compile(rf"^{stack}\.layers\.(\d+)\.")
+        return 1 + max(int(m.group(1)) for k in converted if (m := pattern.match(k)))
+
+    if "answer_head.2.weight" in converted:
+        task: dict[str, Any] = {"task": "multiple_choice"}
+    else:
+        task = {"task": "open_ended", "answer_vocab_size": converted["answer_head.weight"].shape[0]}
+    values: dict[str, Any] = {
+        "feature_dim": converted["input_proj.weight_direction"].shape[1],
+        "d_model": d_model,
+        "num_heads": num_heads,
+        "ffn_dim": converted["encoder.layers.0.ffn.linear1.weight"].shape[0],
+        "num_encoder_layers": count_layers("encoder"),
+        "num_decoder_layers": count_layers("decoder"),
+        "num_memory_prompts": num_prompts,
+        "num_event_classes": converted["class_head.weight"].shape[0] - 1,
+        "text_hidden_size": converted["text_proj.fc.weight"].shape[1],
+        "span_format": "se",
+        **task,
+        **overrides,
+    }
+    return GlanceFocusConfig(**values).reference_compat()
+
+
+def roberta_config_from_state(text_state: dict[str, Tensor], num_attention_heads: int = 12) -> dict[str, Any]:
+    """``transformers.RobertaConfig`` keyword arguments matching a RoBERTa state dict's shapes."""
+    layer = re.compile(r"^encoder\.layer\.(\d+)\.")
+    vocab, hidden = text_state["embeddings.word_embeddings.weight"].shape
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": 1 + max(int(m.group(1)) for k in text_state if (m := layer.match(k))),
+        "num_attention_heads": num_attention_heads,
+        "intermediate_size": text_state["encoder.layer.0.intermediate.dense.weight"].shape[0],
+        "max_position_embeddings": text_state["embeddings.position_embeddings.weight"].shape[0],
+        "type_vocab_size": text_state["embeddings.token_type_embeddings.weight"].shape[0],
+    }

@@ -1,0 +1,227 @@
+"""Transformer layers of Glance-Focus: attention that returns its weights, post-norm encoder, and
+a decoder whose layer runs either the glance step (self-attention, cross-attention to frames) or
+the focus step (multi-level attention, MLA).
+
+Masks are passed as additive key biases ``[B, Lk]`` (0 keeps a key, -inf removes it); see
+:func:`padding_to_bias`. Every attention returns head-averaged weights ``[B, Lq, Lk]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def padding_to_bias(padding: Tensor) -> Tensor:
+    """Boolean padding ``[B, L]`` (True = padding) -> additive key bias ``[B, L]`` (-inf at padding)."""
+    bias = torch.zeros(padding.shape, dtype=torch.float32, device=padding.device)
+    return bias.masked_fill(padding, float("-inf"))
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention with packed input projection, returning head-averaged weights.
+
+    Parameter layout matches ``torch.nn.MultiheadAttention`` (``in_proj``: ``[3D, D]``).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """query ``[B, Lq, D]``, key/value ``[B, Lk, D]``, key_bias ``[B, Lk]`` added to the logits.
+
+        Returns the output ``[B, Lq, D]`` and the head-averaged attention ``[B, Lq, Lk]``.
+        """
+        d_model = query.shape[-1]
+        w_q, w_k, w_v = self.in_proj.weight.split(d_model)
+        b_q, b_k, b_v = self.in_proj.bias.split(d_model)
+        q = self._split_heads(F.linear(query, w_q, b_q))  # (B, h, Lq, hd)
+        k = self._split_heads(F.linear(key, w_k, b_k))  # (B, h, Lk, hd)
+        v = self._split_heads(F.linear(value, w_v, b_v))  # (B, h, Lk, hd)
+        logits = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, h, Lq, Lk)
+        if key_bias is not None:
+            logits = logits + key_bias[:, None, None, :].to(logits.dtype)
+        weights = logits.softmax(dim=-1)
+        weights = F.dropout(weights, p=self.dropout, training=self.training)
+        out = (weights @ v).transpose(1, 2).flatten(2)  # (B, Lq, D)
+        return self.out_proj(out), weights.mean(dim=1)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+
+class FeedForward(nn.Module):
+    """Two linear layers with ReLU: ``[..., D] -> [..., D]``."""
+
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm self-attention layer."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, num_heads, dropout)
+        self.ffn = FeedForward(d_model, ffn_dim, dropout)
+        self.self_norm = nn.LayerNorm(d_model)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, key_bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x ``[B, L, D]`` -> (x ``[B, L, D]``, self-attention ``[B, L, L]``)."""
+        attended, weights = self.self_attn(x, x, x, key_bias)
+        x = self.self_norm(x + self.dropout(attended))
+        x = self.ffn_norm(x + self.dropout(self.ffn(x)))
+        return x, weights
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, layer: EncoderLayer, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+
+    def forward(self, x: Tensor, key_bias: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """x ``[B, L, D]`` -> (encoded ``[B, L, D]``, per-layer self-attention ``[B, L, L]``)."""
+        maps = []
+        for layer in self.layers:
+            x, weights = layer(x, key_bias)
+            maps.append(weights)
+        return x, tuple(maps)
+
+
+@dataclass(frozen=True)
+class FocusMemory:
+    """What one MLA decoder layer reads, for N = B x O question sequences.
+
+    text: resized text tokens ``[N, L, D]`` (before the encoder, as in the reference);
+    events: event memory ``[N, Ke, D]`` with ``event_bias`` ``[N, Ke]``;
+    frames: frame memory ``[N, Kf, D]`` with ``frame_bias`` ``[N, Kf]``;
+    text_bias: ``[N, L]`` masks padded text tokens in the last step.
+    """
+
+    text: Tensor
+    events: Tensor
+    event_bias: Tensor | None
+    frames: Tensor
+    frame_bias: Tensor | None
+    text_bias: Tensor
+
+
+@dataclass(frozen=True)
+class FocusLayerAttention:
+    """Head-averaged attention of one MLA layer."""
+
+    self_attention: Tensor
+    """``[N, Q+1, Q+1]``"""
+    question_to_memory: Tensor
+    """``[N, L, Ke]``: each question token over the event memory (step 1)."""
+    events_to_frames: Tensor
+    """``[N, L, Kf]``: the selected events over the frames (step 2)."""
+    query_to_selection: Tensor
+    """``[N, Q+1, L]``: decoder queries over the selected moments, one per question token (step 3)."""
+
+
+class DecoderLayer(nn.Module):
+    """Decoder layer: :meth:`glance_step` (self-attn, cross-attn, FFN) or :meth:`focus_step` (MLA)."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float, share_mla_attention: bool) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, num_heads, dropout)
+        self.cross_attn = MultiheadAttention(d_model, num_heads, dropout)
+        self.share_mla_attention = share_mla_attention
+        if not share_mla_attention:
+            self.question_attn = MultiheadAttention(d_model, num_heads, dropout)
+            self.frame_attn = MultiheadAttention(d_model, num_heads, dropout)
+        self.ffn = FeedForward(d_model, ffn_dim, dropout)
+        self.self_norm = nn.LayerNorm(d_model)
+        self.event_norm = nn.LayerNorm(d_model)
+        self.frame_norm = nn.LayerNorm(d_model)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.focus_norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def _self_attend(self, tgt: Tensor, query_pos: Tensor) -> tuple[Tensor, Tensor]:
+        q = tgt + query_pos
+        attended, weights = self.self_attn(q, q, tgt)
+        return self.self_norm(tgt + self.dropout(attended)), weights
+
+    def _feed_forward(self, tgt: Tensor) -> Tensor:
+        return self.ffn_norm(tgt + self.dropout(self.ffn(tgt)))
+
+    def glance_step(
+        self, tgt: Tensor, query_pos: Tensor, memory: Tensor, memory_bias: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """tgt/query_pos ``[B, Q+1, D]``, memory ``[B, T, D]`` -> (tgt, self ``[B,Q+1,Q+1]``, cross ``[B,Q+1,T]``)."""
+        tgt, self_weights = self._self_attend(tgt, query_pos)
+        attended, cross_weights = self.cross_attn(tgt + query_pos, memory, memory, memory_bias)
+        tgt = self.frame_norm(tgt + self.dropout(attended))
+        return self._feed_forward(tgt), self_weights, cross_weights
+
+    def focus_step(self, tgt: Tensor, query_pos: Tensor, memory: FocusMemory) -> tuple[Tensor, FocusLayerAttention]:
+        """Multi-level attention. tgt/query_pos ``[N, Q+1, D]`` -> tgt ``[N, Q+1, D]``.
+
+        (1) question tokens select events from the memory, (2) the selected events find their
+        moment among the frames, (3) the decoder queries read those moments; then the FFN.
+        Steps (1) and (2) have no residual: their outputs are new sequences indexed by token.
+        """
+        question_attn = self.cross_attn if self.share_mla_attention else self.question_attn
+        frame_attn = self.cross_attn if self.share_mla_attention else self.frame_attn
+        tgt, self_weights = self._self_attend(tgt, query_pos)
+        selected_events, q2m = question_attn(memory.text, memory.events, memory.events, memory.event_bias)
+        selected_events = self.event_norm(self.dropout(selected_events))  # (N, L, D)
+        moments, e2f = frame_attn(selected_events, memory.frames, memory.frames, memory.frame_bias)
+        moments = self.frame_norm(self.dropout(moments))  # (N, L, D)
+        attended, q2s = self.cross_attn(tgt + query_pos, moments, moments, memory.text_bias)
+        tgt = self.focus_norm(tgt + self.dropout(attended))
+        attention = FocusLayerAttention(self_weights, q2m, e2f, q2s)
+        return self._feed_forward(tgt), attention
+
+
+class TransformerDecoder(nn.Module):
+    """Stack of :class:`DecoderLayer` with a shared final LayerNorm applied to every layer's output."""
+
+    def __init__(self, layer: DecoderLayer, num_layers: int, d_model: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def glance(
+        self, query_pos: Tensor, memory: Tensor, memory_bias: Tensor | None
+    ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """query_pos ``[B, Q+1, D]`` -> (normed per-layer states ``[layers, B, Q+1, D]``, self maps, cross maps)."""
+        tgt = torch.zeros_like(query_pos)
+        states, self_maps, cross_maps = [], [], []
+        for layer in self.layers:
+            tgt, self_weights, cross_weights = layer.glance_step(tgt, query_pos, memory, memory_bias)
+            states.append(self.norm(tgt))
+            self_maps.append(self_weights)
+            cross_maps.append(cross_weights)
+        return torch.stack(states), tuple(self_maps), tuple(cross_maps)
+
+    def focus(self, query_pos: Tensor, memory: FocusMemory) -> tuple[Tensor, tuple[FocusLayerAttention, ...]]:
+        """query_pos ``[N, Q+1, D]`` -> (normed per-layer states ``[layers, N, Q+1, D]``, per-layer attention)."""
+        tgt = torch.zeros_like(query_pos)
+        states, maps = [], []
+        for layer in self.layers:
+            tgt, attention = layer.focus_step(tgt, query_pos, memory)
+            states.append(self.norm(tgt))
+            maps.append(attention)
+        return torch.stack(states), tuple(maps)
