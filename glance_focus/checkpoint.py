@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -87,7 +87,9 @@ class CheckpointInfo:
         if data.get("format") != FORMAT_NAME:
             raise CheckpointError(f"not a {FORMAT_NAME} checkpoint config (format={data.get('format')!r})")
         if data.get("format_version", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"checkpoint format {data['format_version']} is newer than this library ({FORMAT_VERSION})")
+            raise CheckpointError(
+                f"checkpoint format {data['format_version']} is newer than this library ({FORMAT_VERSION})"
+            )
         try:
             vocab = data.get("answer_vocab")
             return cls(
@@ -178,7 +180,7 @@ def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
 def _load_safetensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path), device="cpu")
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read weights {path}: {exc}") from exc
 
 

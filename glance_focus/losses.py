@@ -29,7 +29,11 @@ def answer_loss(answer_logits: Tensor, answers: Tensor) -> Tensor:
 
 
 def event_class_loss(
-    event_logits: Tensor, targets: EventTargets, matching: Matching, background_weight: float, unmatched_as_background: bool
+    event_logits: Tensor,
+    targets: EventTargets,
+    matching: Matching,
+    background_weight: float,
+    unmatched_as_background: bool,
 ) -> Tensor:
     """Event-class cross-entropy ``[]`` over prompts ``[B, Q, C+1]``.
 
@@ -48,7 +52,9 @@ def event_class_loss(
         return F.cross_entropy(event_logits.float().transpose(1, 2), classes, weight=weight)
     if len(batch_idx) == 0:
         return event_logits.sum() * 0.0
-    per_prompt = F.cross_entropy(event_logits[batch_idx, pred_idx].float(), matched_labels, weight=weight, reduction="none")
+    per_prompt = F.cross_entropy(
+        event_logits[batch_idx, pred_idx].float(), matched_labels, weight=weight, reduction="none"
+    )
     return per_prompt.mean()
 
 

@@ -23,7 +23,13 @@ _TEXT_ENCODER_PREFIX = "transformer.text_encoder."
 # Buffers some transformers versions saved in the state dict; they are not parameters.
 _IGNORED_TEXT_ENCODER_KEYS = {"embeddings.position_ids"}
 
-_DECODER_NORMS = {"norm1": "self_norm", "norm2": "event_norm", "norm3": "frame_norm", "norm4": "ffn_norm", "norm5": "focus_norm"}
+_DECODER_NORMS = {
+    "norm1": "self_norm",
+    "norm2": "event_norm",
+    "norm3": "frame_norm",
+    "norm4": "ffn_norm",
+    "norm5": "focus_norm",
+}
 _ENCODER_NORMS = {"norm1": "self_norm", "norm2": "ffn_norm"}
 
 # (reference pattern, our replacement); applied in order, first match wins.
@@ -41,15 +47,25 @@ _KEY_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^transformer\.resizer\.layer_norm\.(weight|bias)$"), r"text_proj.norm.\1"),
     (re.compile(r"^transformer\.decoder\.norm\.(weight|bias)$"), r"decoder.norm.\1"),
     (
-        re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|cross_attn_image)\.in_proj_(weight|bias)$"),
+        re.compile(
+            r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|cross_attn_image)\.in_proj_(weight|bias)$"
+        ),
         r"\1.layers.\2.{attn}.in_proj.\4",
     ),
     (
-        re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|cross_attn_image)\.out_proj\.(weight|bias)$"),
+        re.compile(
+            r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|cross_attn_image)\.out_proj\.(weight|bias)$"
+        ),
         r"\1.layers.\2.{attn}.out_proj.\4",
     ),
-    (re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(linear[12])\.(weight|bias)$"), r"\1.layers.\2.ffn.\3.\4"),
-    (re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(norm[1-5])\.(weight|bias)$"), r"\1.layers.\2.{norm}.\4"),
+    (
+        re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(linear[12])\.(weight|bias)$"),
+        r"\1.layers.\2.ffn.\3.\4",
+    ),
+    (
+        re.compile(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(norm[1-5])\.(weight|bias)$"),
+        r"\1.layers.\2.{norm}.\4",
+    ),
 ]
 
 

@@ -37,7 +37,9 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, key_bias: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """query ``[B, Lq, D]``, key/value ``[B, Lk, D]``, key_bias ``[B, Lk]`` added to the logits.
 
         Returns the output ``[B, Lq, D]`` and the head-averaged attention ``[B, Lq, Lk]``.

@@ -1,0 +1,155 @@
+"""Behaviour of the corrected model (the default for new models) and of the reference switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glance_focus.model import GlanceFocus
+from tests.tiny import random_inputs, tiny_config
+
+
+def build(**changes) -> GlanceFocus:
+    torch.manual_seed(0)
+    return GlanceFocus(tiny_config(**changes)).eval()
+
+
+@pytest.mark.parametrize("num_prompts,frames,options", [(6, 9, 3), (3, 40, 5), (13, 1, 2)])
+def test_shapes_for_any_prompt_frame_and_option_count(num_prompts: int, frames: int, options: int) -> None:
+    model = build(num_memory_prompts=num_prompts)
+    feats, text, padding = random_inputs(model.config, frames=frames, options=options)
+    with torch.no_grad():
+        out = model(feats, None, text, padding)
+    q, c = num_prompts, model.config.num_event_logits
+    assert out.glance.event_logits.shape == (2, q, c)
+    assert out.glance.spans.shape == (2, q, 2)
+    assert ((out.glance.spans >= 0) & (out.glance.spans <= 1)).all()
+    assert out.glance.prompt_to_frame.shape == (2, q, frames)
+    assert out.focus.answer_logits.shape == (2, options)
+    assert out.focus.question_to_memory.shape == (2 * options, 7, q)
+    assert out.focus.events_to_frames.shape == (2 * options, 7, frames)
+    answer_to_frames = out.focus.answer_to_frames
+    assert answer_to_frames.shape == (2 * options, frames)
+    assert torch.allclose(answer_to_frames.sum(-1), torch.ones(2 * options), atol=1e-5)
+
+
+def test_memory_prompts_are_sorted_by_span_start() -> None:
+    model = build()
+    feats, text, padding = random_inputs(model.config)
+    with torch.no_grad():
+        out = model(feats, None, text, padding)
+    starts = torch.gather(out.glance.spans[..., 0], 1, out.sort_order)
+    assert (starts[:, 1:] >= starts[:, :-1]).all()
+    expected = out.glance.memory_prompts[0, out.sort_order[0]]
+    assert torch.equal(out.sorted_memory_prompts[0], expected)
+
+
+def test_question_to_memory_attends_exactly_the_prompts() -> None:
+    """Corrected MLA step 1 attends over the Q prompt positions: prompt content changes it, text does not enter as keys."""
+    model = build()
+    feats, text, padding = random_inputs(model.config)
+    with torch.no_grad():
+        glance = model.glance(feats)
+        prompts, _ = model.sort_memory_prompts(glance)
+        base = model.focus(feats, None, prompts, text, padding)
+        bumped = model.focus(feats, None, prompts + torch.randn_like(prompts), text, padding)
+    q2m = base.question_to_memory
+    assert q2m.shape[-1] == model.config.num_memory_prompts
+    assert not torch.allclose(q2m, bumped.question_to_memory)
+
+
+def test_padding_is_masked() -> None:
+    """Changing values at padded frames or padded text tokens leaves every output unchanged."""
+    model = build()
+    feats, text, text_padding = random_inputs(model.config, frames=10)
+    frame_padding = torch.zeros(2, 10, dtype=torch.bool)
+    frame_padding[0, 7:] = True
+    frame_padding[1, 4:] = True
+    noisy_feats = feats.masked_fill(frame_padding[..., None], 0) + 50 * torch.randn_like(feats) * frame_padding[..., None]
+    noisy_text = text + 50 * torch.randn_like(text) * text_padding[..., None]
+    with torch.no_grad():
+        a = model(feats, frame_padding, text, text_padding)
+        b = model(noisy_feats, frame_padding, noisy_text, text_padding)
+    assert torch.allclose(a.focus.answer_logits, b.focus.answer_logits, atol=1e-5)
+    assert torch.allclose(a.glance.event_logits, b.glance.event_logits, atol=1e-5)
+    assert torch.allclose(a.glance.spans, b.glance.spans, atol=1e-5)
+    assert a.glance.prompt_to_frame[0, :, 7:].abs().max() == 0
+    assert a.focus.events_to_frames[0, :, 7:].abs().max() == 0  # row 0 = video 0, option 0
+
+
+def test_padding_is_not_masked_in_reference_mode() -> None:
+    model = build().eval()
+    compat = GlanceFocus(model.config.reference_compat()).eval()
+    compat.load_state_dict(model.state_dict())
+    feats, text, text_padding = random_inputs(model.config, frames=10)
+    frame_padding = torch.zeros(2, 10, dtype=torch.bool)
+    frame_padding[:, 6:] = True
+    noisy = feats + 5 * torch.randn_like(feats) * frame_padding[..., None]
+    with torch.no_grad():
+        a = compat(feats, frame_padding, text, text_padding)
+        b = compat(noisy, frame_padding, text, text_padding)
+    assert not torch.allclose(a.glance.spans, b.glance.spans, atol=1e-5)
+
+
+def test_glance_is_sensitive_to_frame_order_only_when_corrected() -> None:
+    corrected = build()
+    compat = GlanceFocus(corrected.config.reference_compat()).eval()
+    compat.load_state_dict(corrected.state_dict())
+    feats, _, _ = random_inputs(corrected.config, frames=12)
+    shuffled = feats[:, torch.randperm(12, generator=torch.Generator().manual_seed(1))]
+    with torch.no_grad():
+        assert not torch.allclose(corrected.glance(feats).spans, corrected.glance(shuffled).spans, atol=1e-4)
+        assert torch.allclose(compat.glance(feats).spans, compat.glance(shuffled).spans, atol=1e-5)
+        assert torch.allclose(compat.glance(feats).event_logits, compat.glance(shuffled).event_logits, atol=1e-5)
+
+
+def test_answer_layer_switch() -> None:
+    model = build()
+    first = GlanceFocus(tiny_config(compat_answer_from_first_layer=True)).eval()
+    first.load_state_dict(model.state_dict())
+    feats, text, padding = random_inputs(model.config)
+    with torch.no_grad():
+        assert not torch.allclose(model(feats, None, text, padding).focus.answer_logits,
+                                  first(feats, None, text, padding).focus.answer_logits)
+
+
+def test_separate_mla_attention_modules() -> None:
+    model = build(share_mla_attention=False)
+    names = {n for n, _ in model.named_parameters()}
+    assert "decoder.layers.0.question_attn.in_proj.weight" in names
+    assert "decoder.layers.0.frame_attn.in_proj.weight" in names
+    feats, text, padding = random_inputs(model.config)
+    assert model(feats, None, text, padding).focus.answer_logits.shape == (2, 3)
+
+
+def test_open_ended_head() -> None:
+    model = build(task="open_ended", answer_vocab_size=17)
+    feats, text, padding = random_inputs(model.config, options=1)
+    with torch.no_grad():
+        assert model(feats, None, text, padding).focus.answer_logits.shape == (2, 17)
+    feats, text, padding = random_inputs(model.config, options=2)
+    with pytest.raises(ValueError, match="one question sequence"):
+        model(feats, None, text, padding)
+
+
+def test_bad_inputs_are_refused() -> None:
+    model = build()
+    feats, text, padding = random_inputs(model.config)
+    with pytest.raises(ValueError, match="at least one unpadded frame"):
+        model(feats, torch.ones(2, 9, dtype=torch.bool), text, padding)
+    with pytest.raises(ValueError, match=r"\[B, T, F\]"):
+        model.glance(feats[0])
+    with pytest.raises(ValueError, match="at least one token"):
+        model(feats, None, text, torch.ones_like(padding))
+
+
+def test_dropout_makes_training_mode_stochastic_and_eval_deterministic() -> None:
+    torch.manual_seed(0)
+    model = GlanceFocus(tiny_config(dropout=0.5))
+    feats, text, padding = random_inputs(model.config)
+    model.train()
+    assert not torch.allclose(model(feats, None, text, padding).focus.answer_logits,
+                              model(feats, None, text, padding).focus.answer_logits)
+    model.eval()
+    assert torch.equal(model(feats, None, text, padding).focus.answer_logits,
+                       model(feats, None, text, padding).focus.answer_logits)
