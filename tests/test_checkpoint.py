@@ -39,7 +39,9 @@ def test_round_trip(tmp_path: Path) -> None:
     info = make_info(model.config)
     save_checkpoint(tmp_path / "ckpt", model, info, text_encoder_state={"w": torch.ones(2)})
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
-        "config.json", "model.safetensors", "text_encoder.safetensors"
+        "config.json",
+        "model.safetensors",
+        "text_encoder.safetensors",
     ]
     loaded = load_checkpoint(tmp_path / "ckpt")
     assert loaded.info == info

@@ -39,7 +39,7 @@ def make_batch(seed: int = 0):
         first = labels[b][0].item()
         others = [c for c in range(config.num_event_classes) if c != first][:2]
         position = b % 3
-        choices = others[:position] + [first] + others[position:]
+        choices = [*others[:position], first, *others[position:]]
         text[b] = option_codes[torch.tensor(choices)]
         answer_index.append(position)
     padding = torch.zeros(8, 3, 3, dtype=torch.bool)

@@ -27,7 +27,7 @@ def test_batched_matching_equals_per_sample_matching() -> None:
     batched = hungarian_match(logits, spans, targets)
     for b, n in enumerate(counts):
         single = EventTargets(targets.labels[b : b + 1, :n], targets.spans[b : b + 1, :n], targets.valid[b : b + 1, :n])
-        (rows, cols), = hungarian_match(logits[b : b + 1], spans[b : b + 1], single).pairs
+        ((rows, cols),) = hungarian_match(logits[b : b + 1], spans[b : b + 1], single).pairs
         assert torch.equal(batched.pairs[b][0], rows) and torch.equal(batched.pairs[b][1], cols)
         assert len(rows) == n
 

@@ -45,7 +45,7 @@ def test_memory_prompts_are_sorted_by_span_start() -> None:
 
 
 def test_question_to_memory_attends_exactly_the_prompts() -> None:
-    """Corrected MLA step 1 attends over the Q prompt positions: prompt content changes it, text does not enter as keys."""
+    """Corrected MLA step 1 attends over the Q prompt positions (keys are prompts, not text tokens)."""
     model = build()
     feats, text, padding = random_inputs(model.config)
     with torch.no_grad():
@@ -65,7 +65,9 @@ def test_padding_is_masked() -> None:
     frame_padding = torch.zeros(2, 10, dtype=torch.bool)
     frame_padding[0, 7:] = True
     frame_padding[1, 4:] = True
-    noisy_feats = feats.masked_fill(frame_padding[..., None], 0) + 50 * torch.randn_like(feats) * frame_padding[..., None]
+    noisy_feats = (
+        feats.masked_fill(frame_padding[..., None], 0) + 50 * torch.randn_like(feats) * frame_padding[..., None]
+    )
     noisy_text = text + 50 * torch.randn_like(text) * text_padding[..., None]
     with torch.no_grad():
         a = model(feats, frame_padding, text, text_padding)
@@ -109,8 +111,9 @@ def test_answer_layer_switch() -> None:
     first.load_state_dict(model.state_dict())
     feats, text, padding = random_inputs(model.config)
     with torch.no_grad():
-        assert not torch.allclose(model(feats, None, text, padding).focus.answer_logits,
-                                  first(feats, None, text, padding).focus.answer_logits)
+        assert not torch.allclose(
+            model(feats, None, text, padding).focus.answer_logits, first(feats, None, text, padding).focus.answer_logits
+        )
 
 
 def test_separate_mla_attention_modules() -> None:
@@ -148,8 +151,10 @@ def test_dropout_makes_training_mode_stochastic_and_eval_deterministic() -> None
     model = GlanceFocus(tiny_config(dropout=0.5))
     feats, text, padding = random_inputs(model.config)
     model.train()
-    assert not torch.allclose(model(feats, None, text, padding).focus.answer_logits,
-                              model(feats, None, text, padding).focus.answer_logits)
+    assert not torch.allclose(
+        model(feats, None, text, padding).focus.answer_logits, model(feats, None, text, padding).focus.answer_logits
+    )
     model.eval()
-    assert torch.equal(model(feats, None, text, padding).focus.answer_logits,
-                       model(feats, None, text, padding).focus.answer_logits)
+    assert torch.equal(
+        model(feats, None, text, padding).focus.answer_logits, model(feats, None, text, padding).focus.answer_logits
+    )

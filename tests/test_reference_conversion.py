@@ -16,7 +16,9 @@ from glance_focus.reference import (
     roberta_config_from_state,
 )
 
-RELEASED_KEYS = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "released_star_keys.json"
+RELEASED_KEYS = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "released_star_keys.json"
+)
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_supervised_losses_and_assignment(fixture: Fixture) -> None:
 
 
 def test_unsupervised_losses(fixture: Fixture) -> None:
-    targets, answers = fixture.targets()
+    _, answers = fixture.targets()
     g = fixture.out.glance
     # The reference's unsupervised criterion reads predicted spans as (center, width).
     criterion = GlanceFocusCriterion(LossConfig.reference("uns"), span_format="cw")
