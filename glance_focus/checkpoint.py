@@ -28,6 +28,7 @@ from glance_focus.model import GlanceFocus
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TEXT_ENCODER_WEIGHTS_NAME = "text_encoder.safetensors"
+TRAINING_STATE_NAME = "training_state.pt"
 FORMAT_NAME = "glance-focus"
 FORMAT_VERSION = 1
 
@@ -125,10 +126,13 @@ def save_checkpoint(
     model: GlanceFocus,
     info: CheckpointInfo,
     text_encoder_state: dict[str, Tensor] | None = None,
+    training_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``directory`` atomically: everything goes to a temporary sibling that replaces it at once.
 
-    A crash leaves either the old checkpoint or the new one, never a mixture.
+    A crash leaves either the old checkpoint or the new one, never a mixture. ``training_state``
+    (optimizer, scheduler, step, RNG states: tensors and plain Python values only) is what a
+    training run needs to resume exactly; it is read back with the weights-only unpickler.
     """
     if info.model != model.config:
         raise CheckpointError("CheckpointInfo.model differs from the model's own config")
@@ -141,6 +145,8 @@ def save_checkpoint(
         if text_encoder_state is not None:
             text_state = {k: v.detach().cpu().contiguous() for k, v in text_encoder_state.items()}
             save_file(text_state, str(staging / TEXT_ENCODER_WEIGHTS_NAME))
+        if training_state is not None:
+            torch.save(training_state, staging / TRAINING_STATE_NAME)
         _write_json(staging / CONFIG_NAME, info.to_json())
         _replace_directory(staging, directory)
     finally:
@@ -200,3 +206,14 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     text_state = _load_safetensors(text_path) if text_path.is_file() else None
     model.to(device).eval()
     return LoadedCheckpoint(model=model, info=info, text_encoder_state=text_state, path=directory)
+
+
+def load_training_state(directory: str | Path) -> dict[str, Any]:
+    """The training state saved beside a checkpoint (weights-only unpickling: no code can run)."""
+    path = Path(directory) / TRAINING_STATE_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{directory} holds no {TRAINING_STATE_NAME}; it cannot resume a training run")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # refusal by the weights-only unpickler, or a corrupt file
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc

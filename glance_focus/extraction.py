@@ -1,0 +1,216 @@
+"""Batch frame-feature extraction: a set of videos -> one safetensors file ``video_id -> [T, F]``.
+
+Decoding runs in DataLoader worker processes while the main process encodes, so the two overlap.
+Each finished video is written at once (atomically) to a ``.parts`` folder beside the output, so an
+interrupted run resumes without redoing finished videos; the final file is assembled from the parts
+at the end. Under ``torchrun`` each process takes every ``world``-th video and rank 0 assembles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
+
+from glance_focus.data.features import FeatureStore, write_features
+from glance_focus.data.types import DatasetSplit, atomic_path
+from glance_focus.encoders import FrameEncoder
+from glance_focus.video import VideoError, VideoLimits, sample_frames
+
+DECODE_SHORT_SIDE = 224
+"""Frames are decoded with this short side (the CLIP encoders then resize/crop to their input)."""
+FEATURES_DIR = "features"
+
+
+def encoder_slug(spec: str) -> str:
+    """A folder name for an encoder spec: ``ViT-B-32:random-seed0`` -> ``ViT-B-32_random-seed0``."""
+    if "/" in spec or "\\" in spec:  # a local weights file: name it by its content-free path hash
+        arch = spec.split(":", 1)[0]
+        return f"{re.sub(r'[^A-Za-z0-9.-]+', '_', arch)}_file-{hashlib.sha1(spec.encode()).hexdigest()[:10]}"
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", spec)
+
+
+def features_path_for(root: Path, split: str, encoder_spec: str) -> Path:
+    """Where extraction writes the features of ``split`` made with ``encoder_spec``."""
+    return Path(root) / FEATURES_DIR / encoder_slug(encoder_spec) / f"{split}.safetensors"
+
+
+def resolve_features(split: DatasetSplit, encoder_spec: str | None) -> Path | None:
+    """The feature file to use for ``split``.
+
+    With an encoder spec: the file extracted with that encoder, else the split's own features file
+    if its metadata names the same encoder (or names none, like the reference's ``.pth`` files).
+    Without: the split's own file, else the only extracted file present.
+    """
+    if encoder_spec is not None:
+        extracted = features_path_for(split.root, split.split, encoder_spec)
+        if extracted.is_file():
+            return extracted
+        if split.features_path is not None:
+            recorded = FeatureStore(split.features_path).metadata.get("frame_encoder")
+            if recorded in (None, encoder_spec):
+                return split.features_path
+        return None
+    if split.features_path is not None:
+        return split.features_path
+    found = sorted((Path(split.root) / FEATURES_DIR).glob(f"*/{split.split}.safetensors"))
+    return found[0] if len(found) == 1 else None
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    path: Path | None
+    """The assembled file (None on ranks other than 0)."""
+    encoded_videos: int
+    encoded_frames: int
+    skipped_videos: int
+    """Already finished in an earlier run."""
+    failed: dict[str, str]
+    """video id -> error message."""
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.encoded_frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _DecodeDataset(Dataset):
+    """Decodes one video per item in a DataLoader worker: (video id, frames uint8 [N,H,W,3] or error)."""
+
+    def __init__(self, items: list[tuple[str, Path]], num_frames: int, limits: VideoLimits) -> None:
+        self.items = items
+        self.num_frames = num_frames
+        self.limits = limits
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
+        video_id, path = self.items[index]
+        try:
+            sampled = sample_frames(
+                path, num_frames=self.num_frames, limits=self.limits, size=DECODE_SHORT_SIDE, in_process=True
+            )
+        except VideoError as exc:
+            return video_id, None, str(exc)
+        return video_id, torch.from_numpy(sampled.frames), None
+
+
+def _part_path(parts: Path, video_id: str) -> Path:
+    return parts / f"{hashlib.sha1(video_id.encode()).hexdigest()}.safetensors"
+
+
+def _first(batch: list):
+    return batch[0]
+
+
+def extract_features(
+    videos: Mapping[str, Path],
+    out_path: Path,
+    encoder: FrameEncoder,
+    num_frames: int,
+    *,
+    workers: int = 2,
+    rank: int = 0,
+    world: int = 1,
+    limits: VideoLimits | None = None,
+    progress: bool = True,
+    on_video: Callable[[str], None] | None = None,
+) -> ExtractionResult:
+    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``.
+
+    Resumable: videos finished by an earlier (interrupted) run are not decoded again. Videos that
+    fail to decode are reported in the result and left out of the file. Call on every rank under
+    torchrun; synchronise (barrier) before calling :func:`assemble_features` on rank 0 — or use
+    ``world == 1``, where it is done here.
+    """
+    from tqdm.auto import tqdm
+
+    out_path = Path(out_path)
+    parts = out_path.with_name(out_path.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    mine = sorted(videos)[rank::world]
+    todo = [(v, Path(videos[v])) for v in mine if not _part_path(parts, v).is_file()]
+    skipped = len(mine) - len(todo)
+    limits = limits or VideoLimits(max_frames_to_sample=max(num_frames, 1))
+    loader = DataLoader(
+        _DecodeDataset(todo, num_frames, limits),
+        batch_size=1,
+        collate_fn=_first,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        worker_init_fn=_single_thread_worker,
+    )
+    failed: dict[str, str] = {}
+    encoded_frames = 0
+    started = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"extract[{rank}]", disable=not progress, dynamic_ncols=True)
+    for video_id, frames, error in loader:
+        if frames is None:
+            failed[video_id] = error or "decode failed"
+        else:
+            features = encoder.encode(frames)
+            with atomic_path(_part_path(parts, video_id)) as tmp:
+                save_file({"features": features.contiguous()}, str(tmp), metadata={"video_id": video_id})
+            encoded_frames += len(frames)
+        bar.update(1)
+        if on_video is not None:
+            on_video(video_id)
+    bar.close()
+    seconds = time.perf_counter() - started
+    if failed:
+        failures = parts / f"failed-rank{rank}.json"
+        failures.write_text(json.dumps(failed, indent=1))
+    path = None
+    if world == 1:
+        path = assemble_features(videos, out_path, encoder, num_frames)
+    return ExtractionResult(path, len(todo) - len(failed), encoded_frames, skipped, failed, seconds)
+
+
+def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: FrameEncoder, num_frames: int) -> Path:
+    """Write the finished parts of ``videos`` into ``out_path`` (atomically) with the encoder in its metadata."""
+    out_path = Path(out_path)
+    parts = out_path.with_name(out_path.name + ".parts")
+    mapping: dict[str, torch.Tensor] = {}
+    for video_id in sorted(videos):
+        part = _part_path(parts, video_id)
+        if part.is_file():
+            with safe_open(str(part), framework="pt") as f:
+                mapping[video_id] = f.get_tensor("features")
+    if not mapping:
+        raise RuntimeError(f"no video could be encoded for {out_path}")
+    metadata = {
+        "frame_encoder": encoder.spec if isinstance(encoder.spec, str) else str(encoder.spec),
+        "fingerprint": encoder.fingerprint,
+        "num_frames": str(num_frames),
+        "sampling": "uniform",
+        "decode_short_side": str(DECODE_SHORT_SIDE),
+    }
+    write_features(out_path, mapping, metadata)
+    return out_path
+
+
+def _single_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def split_videos(split: DatasetSplit) -> tuple[dict[str, Path], list[str]]:
+    """The video files of a split's questions, and the ids whose file is missing."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for video_id in sorted({ex.video_id for ex in split.examples}):
+        path = split.video_path(video_id)
+        if path is None:
+            missing.append(video_id)
+        else:
+            found[video_id] = path
+    return found, missing
