@@ -1,0 +1,366 @@
+"""Inference: a :class:`Predictor` loads a checkpoint and its encoders once and answers questions
+about video files (or precomputed features) with plain results: the answer, per-option
+probabilities, one event per memory prompt, the attention maps aligned to frame timestamps and
+a timing breakdown. No UI code here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glance_focus.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
+from glance_focus.encoders import FrameEncoder, TextEncoder, load_frame_encoder, load_text_encoder, resolve_device
+from glance_focus.extraction import DECODE_SHORT_SIDE
+from glance_focus.feature_cache import FeatureCache, FeatureKey
+from glance_focus.spans import spans_to_se
+from glance_focus.text_features import TextFeatureCache, question_sequences
+from glance_focus.video import DEFAULT_LIMITS, VideoLimits, sample_frames, video_content_hash
+
+MAX_QUESTION_CHARS = 1000
+MAX_OPTION_CHARS = 300
+MAX_OPTIONS = 10
+THUMBNAIL_HEIGHT = 72
+
+
+class InputError(ValueError):
+    """The question or the options cannot be answered as given (the message says why)."""
+
+
+@dataclass(frozen=True)
+class PredictedSpan:
+    """The event one memory prompt found."""
+
+    slot: int
+    """Position of the prompt in temporal order (what the focus stage reads)."""
+    start_s: float
+    end_s: float
+    label: str
+    """Event class name, or ``"background"``."""
+    label_index: int
+    score: float
+    """Probability of ``label``."""
+    background: bool
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Attention aligned to the sampled frames (``frame_times_s``) and to the memory prompts
+    (in temporal order). Question maps are for the sequence of the predicted answer."""
+
+    frame_times_s: np.ndarray
+    """``[T]``"""
+    prompt_to_frame: np.ndarray
+    """``[Q, T]``: glance stage, each memory prompt over the frames."""
+    question_tokens: list[str]
+    """``L`` token strings of the predicted answer's text sequence."""
+    question_to_memory: np.ndarray
+    """``[L, Q]``: focus stage step 1, each question token over the memory prompts."""
+    events_to_frames: np.ndarray
+    """``[L, T]``: focus stage step 2, each token's selected events over the frames."""
+    answer_to_frames: np.ndarray
+    """``[T]``: the answer query's attention carried through to the frames."""
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent in each step (0 for steps a cache hit skipped)."""
+
+    hash: float = 0.0
+    probe_decode: float = 0.0
+    image_encoder: float = 0.0
+    text_encoder: float = 0.0
+    model: float = 0.0
+    total: float = 0.0
+    feature_cache_hit: bool = False
+
+    def as_dict(self) -> dict[str, float | bool]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    answer: str
+    answer_index: int
+    options: list[str]
+    """The options asked about (multiple-choice), or the top answers (open-ended)."""
+    probabilities: list[float]
+    """One per entry of ``options`` (open-ended: the top-k of the vocabulary, sorted)."""
+    events: list[PredictedSpan]
+    attention: AttentionMaps
+    timings: Timings
+    video: VideoSummary | None = None
+    thumbnails: np.ndarray | None = field(default=None, repr=False)
+    """``[T, h, w, 3]`` uint8, one per sampled frame (None for precomputed features)."""
+
+    def to_json(self) -> dict:
+        """The API's plain JSON view."""
+        return {
+            "answer": self.answer,
+            "answer_index": self.answer_index,
+            "options": self.options,
+            "probabilities": [round(p, 6) for p in self.probabilities],
+            "events": [
+                {
+                    "start_s": round(e.start_s, 3),
+                    "end_s": round(e.end_s, 3),
+                    "label": e.label,
+                    "score": round(e.score, 4),
+                    "background": e.background,
+                }
+                for e in self.events
+            ],
+            "timings_s": self.timings.as_dict(),
+        }
+
+
+def check_question(question: str, options: list[str] | None, task: str) -> tuple[str, list[str]]:
+    """Normalise and validate a question and its options; :class:`InputError` with a clear message."""
+    if not isinstance(question, str):
+        raise InputError("The question must be text.")
+    question = " ".join(question.replace("\x00", " ").split())
+    if not question:
+        raise InputError("Please type a question.")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InputError(f"The question is too long ({len(question)} characters; the limit is {MAX_QUESTION_CHARS}).")
+    cleaned = [" ".join(str(o).replace("\x00", " ").split()) for o in (options or [])]
+    if task == "open_ended":
+        if any(cleaned):
+            raise InputError("This model answers open-ended questions: leave the answer options empty.")
+        return question, []
+    cleaned = [o for o in cleaned if o]
+    if len(cleaned) < 2:
+        raise InputError("This model chooses among answer options: give at least two (one per line).")
+    if len(cleaned) > MAX_OPTIONS:
+        raise InputError(f"Too many answer options ({len(cleaned)}; the limit is {MAX_OPTIONS}).")
+    if any(len(o) > MAX_OPTION_CHARS for o in cleaned):
+        raise InputError(f"An answer option is longer than {MAX_OPTION_CHARS} characters.")
+    lowered = [o.casefold() for o in cleaned]
+    duplicates = sorted({o for o in cleaned if lowered.count(o.casefold()) > 1})
+    if duplicates:
+        raise InputError(f"The answer options must differ; repeated: {', '.join(duplicates)}.")
+    return question, cleaned
+
+
+def _thumbnails(frames: np.ndarray, height: int = THUMBNAIL_HEIGHT) -> np.ndarray:
+    """Frames ``[T, H, W, 3]`` uint8 -> thumbnails ``[T, height, w, 3]`` (nearest-neighbour, aspect kept)."""
+    _, h, w, _ = frames.shape
+    width = max(1, round(w * height / h))
+    rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(int)
+    cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(int)
+    return np.ascontiguousarray(frames[:, rows][:, :, cols])
+
+
+class Predictor:
+    """Loads a checkpoint and the encoders its config names, once; then answers questions.
+
+    Thread-safe: concurrent calls share the model and encoders (inference only).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "auto",
+        cache_dir: str | Path | None = None,
+        cache_bytes: int = 512 * 1024**2,
+        video_limits: VideoLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.loaded: LoadedCheckpoint = load_checkpoint(checkpoint, device=self.device)
+        self.info: CheckpointInfo = self.loaded.info
+        self.model = self.loaded.model
+        self.video_limits = video_limits
+        self.feature_cache = FeatureCache(cache_dir, cache_bytes) if cache_dir is not None else None
+        self._frame_encoder: FrameEncoder | None = None
+        self._text: TextFeatureCache | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ encoders (lazy)
+    @property
+    def frame_encoder(self) -> FrameEncoder:
+        with self._lock:
+            if self._frame_encoder is None:
+                encoder = load_frame_encoder(self.info.frame_encoder, device=self.device)
+                encoder.verify_fingerprint(self.info.frame_encoder_fingerprint)
+                self._frame_encoder = encoder
+            return self._frame_encoder
+
+    @property
+    def text(self) -> TextFeatureCache:
+        with self._lock:
+            if self._text is None:
+                encoder: TextEncoder = load_text_encoder(
+                    self.info.text_encoder, device=self.device, max_length=self.info.text_max_length
+                )
+                if self.loaded.text_encoder_state is not None:
+                    encoder.model.load_state_dict(self.loaded.text_encoder_state, strict=True)
+                self._text = TextFeatureCache(encoder)
+            return self._text
+
+    @property
+    def task(self) -> str:
+        return self.model.config.task
+
+    def warm_up(self) -> None:
+        """Build both encoders now (the first question would otherwise pay for it)."""
+        _ = self.frame_encoder, self.text
+
+    # ------------------------------------------------------------------ features
+    def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
+        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file."""
+        num_frames = num_frames or self.info.num_frames
+        t0 = time.perf_counter()
+        key = None
+        if self.feature_cache is not None:
+            encoder = self.frame_encoder
+            key = FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
+            t_hash = time.perf_counter() - t0
+            hit = self.feature_cache.get(key)
+            if hit is not None:
+                summary = VideoSummary(**hit.info["video"]) if "video" in hit.info else None
+                thumbs = hit.thumbnails.numpy() if hit.thumbnails is not None else None
+                timings = Timings(hash=t_hash, feature_cache_hit=True)
+                return hit.features, hit.timestamps.numpy(), thumbs, summary, timings
+        else:
+            t_hash = 0.0
+        t1 = time.perf_counter()
+        sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
+        t2 = time.perf_counter()
+        features = self.frame_encoder.encode(sampled.frames)
+        t3 = time.perf_counter()
+        info = sampled.info
+        summary = VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames)
+        thumbs = _thumbnails(sampled.frames)
+        if self.feature_cache is not None and key is not None:
+            self.feature_cache.put(key, features, sampled.timestamps_s, thumbs, {"video": summary.__dict__})
+        timings = Timings(hash=t_hash, probe_decode=t2 - t1, image_encoder=t3 - t2)
+        return features, np.asarray(sampled.timestamps_s, dtype=np.float64), thumbs, summary, timings
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self, video: str | Path, question: str, options: list[str] | None = None, num_frames: int | None = None
+    ) -> Prediction:
+        """Answer ``question`` about the video file ``video`` (options: multiple-choice models only)."""
+        started = time.perf_counter()
+        question, options = check_question(question, options, self.task)
+        features, times, thumbs, summary, timings = self.video_features(video, num_frames)
+        duration = summary.duration_s if summary is not None else float(times[-1]) if len(times) else 0.0
+        result = self.predict_features(features, question, options, duration_s=duration, frame_times_s=times)
+        total = time.perf_counter() - started
+        timings = Timings(
+            hash=timings.hash,
+            probe_decode=timings.probe_decode,
+            image_encoder=timings.image_encoder,
+            text_encoder=result.timings.text_encoder,
+            model=result.timings.model,
+            total=total,
+            feature_cache_hit=timings.feature_cache_hit,
+        )
+        return Prediction(
+            answer=result.answer,
+            answer_index=result.answer_index,
+            options=result.options,
+            probabilities=result.probabilities,
+            events=result.events,
+            attention=result.attention,
+            timings=timings,
+            video=summary,
+            thumbnails=thumbs,
+        )
+
+    @torch.no_grad()
+    def predict_features(
+        self,
+        features: torch.Tensor,
+        question: str,
+        options: list[str] | None = None,
+        *,
+        duration_s: float,
+        frame_times_s: np.ndarray | None = None,
+        top_k: int = 5,
+    ) -> Prediction:
+        """Answer from precomputed frame features ``[T, F]`` of a video lasting ``duration_s`` seconds."""
+        question, options = check_question(question, options, self.task)
+        features = torch.as_tensor(features, dtype=torch.float32)
+        if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
+            raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
+        num_frames = features.shape[0]
+        if frame_times_s is None:
+            frame_times_s = (np.arange(num_frames) + 0.5) / num_frames * duration_s
+        t0 = time.perf_counter()
+        sequences = question_sequences(question, options)
+        text_hidden, text_padding = self.text.encode([sequences])
+        t1 = time.perf_counter()
+        out = self.model(
+            features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device)
+        )
+        t2 = time.perf_counter()
+        probs = out.focus.answer_logits[0].float().softmax(-1).cpu()
+        if options:
+            answer_index = int(probs.argmax())
+            answer, shown, shown_probs = options[answer_index], options, probs.tolist()
+        else:
+            vocab = self.info.answer_vocab or ()
+            top = probs.topk(min(top_k, len(probs)))
+            answer_index = int(top.indices[0])
+            answer = vocab[answer_index] if answer_index < len(vocab) else str(answer_index)
+            shown = [vocab[i] if i < len(vocab) else str(i) for i in top.indices.tolist()]
+            shown_probs = top.values.tolist()
+        events = self._events(out.glance.event_logits[0], out.glance.spans[0], out.sort_order[0], duration_s)
+        row = answer_index if options else 0
+        tokens = self._tokens(sequences[row], int((~text_padding[0, row]).sum()))
+        valid = ~text_padding[0, row]
+        order = out.sort_order[0].cpu()
+        attention = AttentionMaps(
+            frame_times_s=np.asarray(frame_times_s, dtype=np.float64),
+            prompt_to_frame=out.glance.prompt_to_frame[0][order].float().cpu().numpy(),
+            question_tokens=tokens,
+            question_to_memory=out.focus.question_to_memory[row][valid].float().cpu().numpy(),
+            events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),
+            answer_to_frames=out.focus.answer_to_frames[row][:num_frames].float().cpu().numpy(),
+        )
+        timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0)
+        return Prediction(answer, answer_index, shown, shown_probs, events, attention, timings)
+
+    def _events(
+        self, logits: torch.Tensor, spans: torch.Tensor, order: torch.Tensor, duration_s: float
+    ) -> list[PredictedSpan]:
+        probs = logits.float().softmax(-1).cpu()
+        spans_se = spans_to_se(spans.float(), self.model.config.span_format).clamp(0, 1).cpu()
+        score, label = probs.max(-1)
+        background = probs.shape[-1] - 1
+        names = self.info.event_classes
+        events = []
+        for slot, q in enumerate(order.cpu().tolist()):
+            index = int(label[q])
+            events.append(
+                PredictedSpan(
+                    slot=slot,
+                    start_s=float(spans_se[q, 0]) * duration_s,
+                    end_s=float(spans_se[q, 1]) * duration_s,
+                    label="background" if index == background else names[index] if index < len(names) else str(index),
+                    label_index=index,
+                    score=float(score[q]),
+                    background=index == background,
+                )
+            )
+        return events
+
+    def _tokens(self, text: str, length: int) -> list[str]:
+        tokenizer = self.text.encoder.tokenizer
+        ids = tokenizer(text, truncation=True, max_length=self.info.text_max_length)["input_ids"][:length]
+        return [t.replace("Ġ", "").replace("▁", "") for t in tokenizer.convert_ids_to_tokens(ids)]
