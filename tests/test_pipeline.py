@@ -28,10 +28,19 @@ def sample_video(name: str) -> Path:
     return path
 
 
-def make_checkpoint(directory: Path, **changes) -> Path:
+def make_checkpoint(
+    directory: Path, event_classes: tuple[str, ...] = ("appear", "vanish", "grow"), dataset: str = "star", **changes
+) -> Path:
+    """An untrained checkpoint with the real encoders (ViT-B-32 random-seed0, MiniLM)."""
     torch.manual_seed(0)
     values = dict(
-        feature_dim=512, d_model=64, num_heads=4, ffn_dim=128, num_event_classes=3, text_hidden_size=384, dropout=0.0
+        feature_dim=512,
+        d_model=64,
+        num_heads=4,
+        ffn_dim=128,
+        num_event_classes=len(event_classes),
+        text_hidden_size=384,
+        dropout=0.0,
     )
     values.update(changes)
     config = GlanceFocusConfig(**values)
@@ -42,8 +51,9 @@ def make_checkpoint(directory: Path, **changes) -> Path:
         frame_encoder_fingerprint=load_frame_encoder(ENCODER, device="cpu").fingerprint,
         num_frames=8,
         text_encoder="minilm",
-        event_classes=("appear", "vanish", "grow"),
+        event_classes=tuple(event_classes),
         answer_vocab=vocab,
+        metadata={"dataset": dataset},
     )
     return save_checkpoint(directory, GlanceFocus(config), info)
 
