@@ -1,0 +1,1013 @@
+"""Inspecting a trained model over a whole dataset split: where, and why, does it answer wrongly?
+
+The library behind the app's Inspect tab (DESIGN.md §7); no UI code here.
+
+- :func:`run_inspection` runs a checkpoint over one split once — through
+  :func:`~glance_focus.evaluation.evaluate_split`, the function behind ``train/evaluate.py``, so
+  the numbers are the same — and stores one :class:`InspectionRow` per question with the metrics
+  in a cache folder, keyed by the checkpoint's content, the split's content and the feature file;
+  reopening the same run is a JSON read (:func:`load_cached_run`).
+- :func:`filter_rows` and :func:`overview` browse a run; :func:`example_detail` gathers one
+  question's answer, spans (seconds), video file and, on demand, its attention maps;
+  :func:`export_rows` writes a (filtered) list as CSV or JSON.
+- Dataset roots come from the operator's command line only (:func:`parse_data_args`,
+  :func:`data_sources`); the page picks a :class:`DataSource` by name, never by path.
+- :func:`convert_reference_to_checkpoint` turns a reference-code checkpoint into a checkpoint
+  directory, so a model trained with the published code can be inspected.
+
+Spans are stored as fractions of the video (what the model predicts and what the metrics compare);
+:attr:`InspectionRow.duration_s` (from the ground-truth annotations) turns them into seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from glance_focus.batching import VideoQADataset
+from glance_focus.checkpoint import (
+    CONFIG_NAME,
+    TEXT_ENCODER_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    CheckpointInfo,
+    LoadedCheckpoint,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from glance_focus.data.features import FeatureStore, sample_features
+from glance_focus.data.registry import DATASETS, available_splits, load_split
+from glance_focus.data.types import DataLayoutError, DatasetSplit, atomic_path
+from glance_focus.encoders import (
+    EncoderUnavailableError,
+    build_text_encoder,
+    load_frame_encoder,
+    load_text_encoder,
+    resolve_device,
+)
+from glance_focus.evaluation import EvaluationResult, ExamplePrediction, evaluate_split
+from glance_focus.extraction import extract_features, features_path_for, resolve_features, split_videos
+from glance_focus.model import GlanceFocus
+from glance_focus.pipeline import AttentionMaps, InputError, Prediction, Predictor
+from glance_focus.reference import convert_reference_state_dict, load_reference_checkpoint, reference_config
+from glance_focus.text_features import TextFeatureCache
+
+BUNDLED_SYNTHETIC_ROOT = Path(__file__).resolve().parents[1] / "assets" / "data" / "synthetic"
+"""The bundled synthetic world (DESIGN.md §6); its validation split is always offered."""
+BUNDLED_SPLIT = "val"
+BUNDLED_NAME = "synthetic (bundled)"
+EVAL_BATCH_SIZE = 64
+"""``train/evaluate.py``'s default. Reference-compatible models add +1 to padded text logits, so
+their answers depend on how questions are batched: keep this equal to get equal numbers."""
+OPEN_ENDED_TOP_K = 5
+"""Open-ended rows keep the probabilities of this many top answers (not the whole vocabulary)."""
+RUN_FORMAT = 1
+"""Version of the stored run's JSON; a change makes older cached runs recompute."""
+
+Progress = Callable[[float, str], None]
+"""``progress(fraction in [0, 1], message)``; ``gradio.Progress`` instances fit."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_T = TypeVar("_T")
+
+
+class InspectionError(ValueError):
+    """The inspection cannot be run or shown as asked; the message says why, for the user."""
+
+
+# ============================================================================ data sources
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset folder the operator made available to the page."""
+
+    name: str
+    """What the page shows and sends back (never a path)."""
+    dataset: str
+    """Reader name (:data:`glance_focus.data.registry.DATASETS`)."""
+    root: Path
+    splits: tuple[str, ...]
+    bundled: bool = False
+
+
+def reader_for(name: str) -> str:
+    """The reader of an operator-named dataset: the known dataset its name starts with, else STAR.
+
+    >>> reader_for("agqa-small"), reader_for("nextqa"), reader_for("my_star_copy")
+    ('agqa', 'nextqa', 'star')
+    """
+    head = re.split(r"[-_.]", name.lower(), maxsplit=1)[0]
+    return head if head in DATASETS else "star"
+
+
+def parse_data_args(values: Iterable[str]) -> dict[str, Path]:
+    """Parse the operator's ``--data NAME=DIR`` values into ``{name: resolved directory}``.
+
+    Names are 1-64 characters of letters, digits, ``_``, ``.``, ``-`` (starting with a letter or
+    digit) and unique; each directory must exist. :class:`InspectionError` says what is wrong.
+    """
+    roots: dict[str, Path] = {}
+    for value in values:
+        name, sep, directory = value.partition("=")
+        name = name.strip()
+        if not sep or not directory.strip():
+            raise InspectionError(f"--data expects NAME=DIR, got {value!r}")
+        if not _NAME.fullmatch(name):
+            raise InspectionError(f"--data name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
+        if name in roots:
+            raise InspectionError(f"--data name {name!r} is given twice")
+        path = Path(directory.strip()).expanduser().resolve()
+        if not path.is_dir():
+            raise InspectionError(f"--data {name}: {path} is not a directory")
+        roots[name] = path
+    return roots
+
+
+def data_sources(roots: Mapping[str, Path], bundled_root: Path = BUNDLED_SYNTHETIC_ROOT) -> list[DataSource]:
+    """The bundled synthetic validation split (when it is installed), then the operator's folders.
+
+    A folder whose splits cannot be listed is offered with no splits rather than hidden.
+    """
+    sources: list[DataSource] = []
+    if (bundled_root / "txt_db" / f"{BUNDLED_SPLIT}.jsonl").is_file():
+        sources.append(DataSource(BUNDLED_NAME, "synthetic", bundled_root, (BUNDLED_SPLIT,), bundled=True))
+    for name, root in roots.items():
+        dataset = reader_for(name)
+        try:
+            splits = tuple(available_splits(dataset, root))
+        except (OSError, DataLayoutError):
+            splits = ()
+        sources.append(DataSource(name, dataset, Path(root), splits))
+    return sources
+
+
+def find_source(sources: Sequence[DataSource], name: str, split: str) -> DataSource:
+    """The source called ``name`` offering ``split`` (what the page sends); InspectionError otherwise."""
+    for source in sources:
+        if source.name == name:
+            if split not in source.splits:
+                raise InspectionError(f"dataset {name!r} has no split {split!r} (it has: {', '.join(source.splits)})")
+            return source
+    raise InspectionError(f"unknown dataset {name!r}")
+
+
+# ============================================================================ rows and runs
+
+
+@dataclass(frozen=True)
+class EventSpan:
+    """One event on a video's timeline: a memory prompt's prediction or a ground-truth event."""
+
+    label: str
+    """Event class name; ``"background"`` for a prompt predicting no event."""
+    label_index: int
+    start: float
+    """Start as a fraction of the video, in [0, 1]."""
+    end: float
+    score: float | None = None
+    """Predicted: the probability of ``label``; ground truth: None."""
+    background: bool = False
+
+    def seconds(self, duration_s: float) -> tuple[float, float]:
+        """(start, end) in seconds of a video lasting ``duration_s``."""
+        return self.start * duration_s, self.end * duration_s
+
+
+@dataclass(frozen=True)
+class InspectionRow:
+    """One question of the split with the model's answer and the events on both sides."""
+
+    question_id: str
+    video_id: str
+    question_type: str
+    question: str
+    options: tuple[str, ...]
+    """The question's answer options (empty for open-ended questions)."""
+    choices: tuple[str, ...]
+    """What ``probabilities`` refer to: the options, or the top answers of an open-ended model."""
+    probabilities: tuple[float, ...]
+    prediction: int
+    """Index into the options (multiple-choice) or the answer vocabulary (open-ended)."""
+    predicted: str
+    answer: int | None
+    """None where the split hides its answers."""
+    correct_answer: str | None
+    correct: bool | None
+    confidence: float
+    """Probability of the predicted answer."""
+    predicted_events: tuple[EventSpan, ...]
+    """One per memory prompt, in temporal order (the order the focus stage reads them)."""
+    gt_events: tuple[EventSpan, ...]
+    """Ground-truth events, earliest first (empty where the dataset has none)."""
+    duration_s: float | None
+    """The video's length from the annotations; None where unknown (spans stay fractions)."""
+
+    @property
+    def num_gt_events(self) -> int:
+        return len(self.gt_events)
+
+    @property
+    def gt_classes(self) -> tuple[str, ...]:
+        """The distinct ground-truth event classes of the video, sorted."""
+        return tuple(sorted({e.label for e in self.gt_events}))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InspectionRow:
+        values = dict(data)
+        for key in ("options", "choices", "probabilities"):
+            values[key] = tuple(values[key])
+        for key in ("predicted_events", "gt_events"):
+            values[key] = tuple(EventSpan(**e) for e in values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class InspectionRun:
+    """A checkpoint run over one split once: the metrics of ``evaluate_split`` and one row per question."""
+
+    key: str
+    """Cache key: checkpoint content, dataset, root, split content, feature file, device."""
+    checkpoint: str
+    checkpoint_fingerprint: str
+    dataset: str
+    data_root: str
+    split: str
+    features_path: str
+    device: str
+    event_classes: tuple[str, ...]
+    """The split's ground-truth event class names."""
+    metrics: dict[str, Any]
+    """:meth:`EvaluationResult.summary`, unchanged: equals ``train/evaluate.py --json`` less its
+    ``checkpoint``, ``dataset`` and ``split`` entries."""
+    rows: tuple[InspectionRow, ...]
+    seconds: float
+    """Time the evaluation took when it ran."""
+    from_cache: bool = field(default=False, compare=False)
+    """True when this object was read from the cache rather than computed now."""
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.metrics["accuracy"]
+
+    @property
+    def question_types(self) -> list[str]:
+        return sorted({r.question_type for r in self.rows})
+
+    @property
+    def gt_event_classes(self) -> list[str]:
+        """The ground-truth classes that occur in this split's videos, sorted."""
+        return sorted({label for r in self.rows for label in r.gt_classes})
+
+    @cached_property
+    def _by_id(self) -> dict[str, InspectionRow]:
+        return {r.question_id: r for r in self.rows}
+
+    def row(self, question_id: str) -> InspectionRow:
+        try:
+            return self._by_id[question_id]
+        except KeyError:
+            raise InspectionError(f"question {question_id!r} is not in this run") from None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("rows", "from_cache")}
+        return {"format": RUN_FORMAT, **data, "rows": [r.to_json() for r in self.rows]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], from_cache: bool = False) -> InspectionRun:
+        if data.get("format") != RUN_FORMAT:
+            raise ValueError(f"stored run format {data.get('format')!r}, expected {RUN_FORMAT}")
+        values = {f.name: data[f.name] for f in fields(cls) if f.name not in ("rows", "from_cache")}
+        values["event_classes"] = tuple(values["event_classes"])
+        rows = tuple(InspectionRow.from_json(r) for r in data["rows"])
+        return cls(**values, rows=rows, from_cache=from_cache)
+
+
+# ========================================================== evaluation (shared with train/evaluate.py)
+
+
+def split_features(
+    split: DatasetSplit,
+    info: CheckpointInfo,
+    device: torch.device | str = "cpu",
+    on_video: Callable[[int, int], None] | None = None,
+) -> Path:
+    """The feature file of ``split`` made with the checkpoint's frame encoder, extracted first if needed.
+
+    As ``train/evaluate.py``: the split's own file or one extracted earlier
+    (:func:`~glance_focus.extraction.resolve_features`), else the split's videos are encoded with the
+    checkpoint's encoder into ``ROOT/features/<encoder>/<split>.safetensors`` (cached, resumable).
+    ``on_video(done, total)`` follows extraction. A file made by another build of the encoder
+    (fingerprint in its metadata) is refused.
+    """
+    path = resolve_features(split, info.frame_encoder)
+    if path is None:
+        videos, missing = split_videos(split)
+        if missing:
+            raise InspectionError(
+                f"{len(missing)} videos of {split.name}/{split.split} have neither a video file nor features "
+                f"(first: {missing[:3]})"
+            )
+        try:
+            encoder = load_frame_encoder(info.frame_encoder, device=device)
+        except (EncoderUnavailableError, ValueError) as exc:
+            raise InspectionError(
+                f"{split.name}/{split.split} has no features and they cannot be extracted: {exc}"
+            ) from exc
+        encoder.verify_fingerprint(info.frame_encoder_fingerprint)
+        path = features_path_for(split.root, split.split, info.frame_encoder)
+        done = [0]
+
+        def count(_: str) -> None:
+            done[0] += 1
+            if on_video is not None:
+                on_video(done[0], len(videos))
+
+        result = extract_features(videos, path, encoder, info.num_frames, progress=False, on_video=count)
+        if result.failed:
+            raise InspectionError(
+                f"{len(result.failed)} videos failed to decode: {dict(list(result.failed.items())[:3])}"
+            )
+    recorded = FeatureStore(path).metadata.get("fingerprint")
+    if recorded and info.frame_encoder_fingerprint and recorded != info.frame_encoder_fingerprint:
+        raise InspectionError(f"{path} was made with another encoder build than the checkpoint's")
+    return path
+
+
+def checkpoint_text_features(loaded: LoadedCheckpoint) -> TextFeatureCache:
+    """The text path the checkpoint was trained with, on the CPU (as ``train/evaluate.py`` encodes text).
+
+    A fine-tuned text encoder stored beside the model is loaded into a private copy, so the
+    process-wide shared encoder of the same spec stays untouched.
+    """
+    info = loaded.info
+    if loaded.text_encoder_state is None:
+        return TextFeatureCache(load_text_encoder(info.text_encoder, device="cpu", max_length=info.text_max_length))
+    encoder = build_text_encoder(info.text_encoder, device="cpu", max_length=info.text_max_length)
+    encoder.model.load_state_dict(loaded.text_encoder_state, strict=True)
+    return TextFeatureCache(encoder)
+
+
+def evaluate_checkpoint(
+    loaded: LoadedCheckpoint,
+    split: DatasetSplit,
+    features_path: Path,
+    device: torch.device | str = "cpu",
+    batch_size: int = EVAL_BATCH_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """:func:`evaluate_split` of a loaded checkpoint on ``split`` with the features in ``features_path``."""
+    config = loaded.model.config
+    data = VideoQADataset(
+        split, FeatureStore(features_path), loaded.info.num_frames, config.num_memory_prompts, config.span_format
+    )
+    text = checkpoint_text_features(loaded)
+    return evaluate_split(loaded.model, split, data, text, batch_size, device, progress)
+
+
+# ============================================================================ running and caching
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_FILE_HASHES_LOCK = threading.Lock()
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a reopened run does not rehash."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _FILE_HASHES_LOCK:
+        if key in _FILE_HASHES:
+            return _FILE_HASHES[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    with _FILE_HASHES_LOCK:
+        _FILE_HASHES[key] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def checkpoint_fingerprint(checkpoint_dir: str | Path) -> str:
+    """sha256 over the checkpoint's config, weights and fine-tuned text encoder (if any)."""
+    directory = Path(checkpoint_dir)
+    digest = hashlib.sha256()
+    for name in (CONFIG_NAME, WEIGHTS_NAME, TEXT_ENCODER_WEIGHTS_NAME):
+        path = directory / name
+        if path.is_file():
+            digest.update(f"{name}:{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _split_digest(split: DatasetSplit) -> str:
+    """sha256 of a split's questions, answers and events (a relabelled split is another run)."""
+    content = {
+        "examples": [asdict(ex) for ex in split.examples],
+        "events": {v: asdict(e) for v, e in sorted(split.events.items())},
+        "event_classes": split.event_classes,
+        "answer_vocab": split.answer_vocab,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _run_key(fingerprint: str, split: DatasetSplit, features_path: Path, device: torch.device) -> str:
+    stat = features_path.stat()
+    identity = {
+        "format": RUN_FORMAT,
+        "checkpoint": fingerprint,
+        "dataset": split.name,
+        "root": str(Path(split.root).resolve()),
+        "split": split.split,
+        "split_content": _split_digest(split),
+        "features": [str(features_path.resolve()), stat.st_size, stat.st_mtime_ns],
+        "device": device.type,
+        "batch_size": EVAL_BATCH_SIZE,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _run_file(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"inspection-{key[:32]}.json"
+
+
+def _read_run(path: Path, key: str) -> InspectionRun | None:
+    """The stored run at ``path`` if it is whole and has ``key``; None otherwise (it will be recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        run = InspectionRun.from_json(json.loads(path.read_text(encoding="utf-8")), from_cache=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return run if run.key == key else None
+
+
+def _load_split(dataset: str, data_root: str | Path, split: str) -> DatasetSplit:
+    try:
+        return load_split(dataset, data_root, split)
+    except (DataLayoutError, ValueError) as exc:
+        raise InspectionError(str(exc)) from exc
+
+
+def load_cached_run(
+    checkpoint_dir: str | Path,
+    dataset: str,
+    data_root: str | Path,
+    split: str,
+    cache_dir: str | Path,
+    device: str = "auto",
+) -> InspectionRun | None:
+    """The stored run of this checkpoint on this split, or None if it has not run yet (nothing is computed)."""
+    info = read_checkpoint_info(checkpoint_dir)
+    data = _load_split(dataset, data_root, split)
+    features_path = resolve_features(data, info.frame_encoder)
+    if features_path is None:
+        return None
+    key = _run_key(checkpoint_fingerprint(checkpoint_dir), data, features_path, resolve_device(device))
+    return _read_run(_run_file(Path(cache_dir), key), key)
+
+
+_RUN_LOCKS: dict[str, threading.Lock] = {}
+_RUN_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(key: str) -> threading.Lock:
+    with _RUN_LOCKS_GUARD:
+        return _RUN_LOCKS.setdefault(key, threading.Lock())
+
+
+def run_inspection(
+    checkpoint_dir: str | Path,
+    dataset: str,
+    data_root: str | Path,
+    split: str,
+    cache_dir: str | Path,
+    progress: Progress | None = None,
+    device: str = "auto",
+) -> InspectionRun:
+    """Run the checkpoint over ``split`` of ``dataset`` at ``data_root`` once, and keep the result.
+
+    A run stored earlier in ``cache_dir`` under the same key is returned without computing
+    (``from_cache=True``); concurrent calls for the same key in this process compute it once.
+    Otherwise: features are resolved or extracted (:func:`split_features`), the model is evaluated
+    with :func:`evaluate_checkpoint` and the run is written atomically to ``cache_dir``.
+    """
+    report = progress or (lambda fraction, message: None)
+    report(0.0, "reading the checkpoint and the dataset")
+    info = read_checkpoint_info(checkpoint_dir)
+    data = _load_split(dataset, data_root, split)
+    resolved_device = resolve_device(device)
+    fingerprint = checkpoint_fingerprint(checkpoint_dir)
+    extracting = resolve_features(data, info.frame_encoder) is None
+    share = 0.5 if extracting else 0.0  # of the progress bar, for feature extraction
+    features_path = split_features(
+        data,
+        info,
+        resolved_device,
+        on_video=lambda done, total: report(share * done / total, f"extracting features {done}/{total} videos"),
+    )
+    key = _run_key(fingerprint, data, features_path, resolved_device)
+    path = _run_file(Path(cache_dir), key)
+    with _lock_for(key):
+        cached = _read_run(path, key)
+        if cached is not None:
+            report(1.0, "loaded the stored run")
+            return cached
+        report(share, "loading the model")
+        loaded = load_checkpoint(checkpoint_dir, device=resolved_device)
+        started = time.perf_counter()
+        result = evaluate_checkpoint(
+            loaded,
+            data,
+            features_path,
+            resolved_device,
+            progress=lambda done, total: report(
+                share + (1 - share) * done / total, f"answering {done}/{total} questions"
+            ),
+        )
+        run = InspectionRun(
+            key=key,
+            checkpoint=str(Path(checkpoint_dir).resolve()),
+            checkpoint_fingerprint=fingerprint,
+            dataset=data.name,
+            data_root=str(Path(data.root).resolve()),
+            split=data.split,
+            features_path=str(features_path.resolve()),
+            device=resolved_device.type,
+            event_classes=tuple(data.event_classes),
+            metrics=result.summary(),
+            rows=tuple(_rows(result.predictions, data, loaded.info)),
+            seconds=time.perf_counter() - started,
+        )
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(run.to_json(), separators=(",", ":")), encoding="utf-8")
+        report(1.0, "done")
+        return run
+
+
+def _class_name(names: Sequence[str], index: int, num_classes: int) -> str:
+    return "background" if index == num_classes else _name_at(names, index)
+
+
+def _rows(predictions: Sequence[ExamplePrediction], split: DatasetSplit, info: CheckpointInfo) -> list[InspectionRow]:
+    """Rows from ``evaluate_split``'s predictions plus the split's text and ground truth."""
+    examples = {ex.question_id: ex for ex in split.examples}
+    num_classes = info.model.num_event_classes
+    model_names = info.event_classes or tuple(split.event_classes)
+    vocab = info.answer_vocab or tuple(split.answer_vocab or ())
+    rows: list[InspectionRow] = []
+    for p in predictions:
+        example = examples[p.question_id]
+        if example.options:
+            choices, probabilities = example.options, tuple(p.probabilities)
+            texts: Sequence[str] = example.options
+        else:
+            top = sorted(range(len(p.probabilities)), key=lambda i: -p.probabilities[i])[:OPEN_ENDED_TOP_K]
+            texts = vocab
+            choices = tuple(_name_at(vocab, i) for i in top)
+            probabilities = tuple(p.probabilities[i] for i in top)
+        video = split.events.get(p.video_id)
+        gt: tuple[EventSpan, ...] = ()
+        if video is not None:
+            spans = video.spans_normalized()
+            gt = tuple(
+                EventSpan(_name_at(split.event_classes, e.label), e.label, s, t)
+                for e, (s, t) in zip(video.events, spans, strict=True)
+            )
+        rows.append(
+            InspectionRow(
+                question_id=p.question_id,
+                video_id=p.video_id,
+                question_type=p.question_type,
+                question=example.question,
+                options=example.options,
+                choices=choices,
+                probabilities=probabilities,
+                prediction=p.prediction,
+                predicted=_name_at(texts, p.prediction),
+                answer=p.answer,
+                correct_answer=None if p.answer is None else _name_at(texts, p.answer),
+                correct=p.correct,
+                confidence=p.confidence,
+                predicted_events=tuple(
+                    EventSpan(
+                        _class_name(model_names, e.label, num_classes), e.label, e.start, e.end, e.score, e.background
+                    )
+                    for e in p.events
+                ),
+                gt_events=gt,
+                duration_s=video.duration_s if video is not None else None,
+            )
+        )
+    return rows
+
+
+def _name_at(texts: Sequence[str], index: int) -> str:
+    """``texts[index]``, or the index as text where there is no such entry."""
+    return texts[index] if 0 <= index < len(texts) else str(index)
+
+
+# ============================================================================ browsing
+
+
+def filter_rows(
+    rows: InspectionRun | Iterable[InspectionRow],
+    *,
+    wrong_only: bool = False,
+    question_type: str | None = None,
+    gt_event_class: str | None = None,
+    confidence_range: tuple[float, float] | None = None,
+    text_search: str | None = None,
+) -> list[InspectionRow]:
+    """The rows passing every given filter (None or "" means no filter), in their original order.
+
+    Args:
+        wrong_only: only answered-wrongly questions (none where the split hides its answers).
+        question_type: exact question type.
+        gt_event_class: the video's ground truth contains an event of this class.
+        confidence_range: (low, high), inclusive, on the predicted answer's probability.
+        text_search: case-insensitive words that must all occur in the question or its id.
+    """
+    items = rows.rows if isinstance(rows, InspectionRun) else rows
+    words = (text_search or "").casefold().split()
+    kept = []
+    for row in items:
+        if wrong_only and row.correct is not False:
+            continue
+        if question_type and row.question_type != question_type:
+            continue
+        if gt_event_class and gt_event_class not in row.gt_classes:
+            continue
+        if confidence_range is not None and not confidence_range[0] <= row.confidence <= confidence_range[1]:
+            continue
+        if words:
+            haystack = f"{row.question_id} {row.question}".casefold()
+            if not all(w in haystack for w in words):
+                continue
+        kept.append(row)
+    return kept
+
+
+TABLE_COLUMNS = ("question_id", "type", "question", "predicted", "correct answer", "correct", "confidence", "GT events")
+
+
+def table(rows: Iterable[InspectionRow]) -> list[list[Any]]:
+    """One list per row in the order of :data:`TABLE_COLUMNS` (for a data-frame widget)."""
+    return [
+        [
+            r.question_id,
+            r.question_type,
+            r.question,
+            r.predicted,
+            r.correct_answer,
+            r.correct,
+            round(r.confidence, 3),
+            r.num_gt_events,
+        ]
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class GroupErrors:
+    """Answered questions of one group and how many of them the model got wrong."""
+
+    group: str
+    questions: int
+    errors: int
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.questions if self.questions else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return 1.0 - self.error_rate if self.questions else 0.0
+
+
+def _group(rows: Iterable[InspectionRow], keys: Callable[[InspectionRow], Iterable[str]]) -> dict[str, list[int]]:
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        if row.correct is None:
+            continue
+        for key in keys(row):
+            counts[key][0] += 1
+            counts[key][1] += not row.correct
+    return counts
+
+
+def errors_by_question_type(rows: Iterable[InspectionRow]) -> list[GroupErrors]:
+    """Per question type, sorted by type."""
+    counts = _group(rows, lambda r: [r.question_type])
+    return [GroupErrors(k, n, e) for k, (n, e) in sorted(counts.items())]
+
+
+def errors_by_event_class(rows: Iterable[InspectionRow]) -> list[GroupErrors]:
+    """Per ground-truth event class of the question's video (a question counts once for each
+    distinct class its video contains), most errors first."""
+    counts = _group(rows, lambda r: r.gt_classes)
+    return sorted((GroupErrors(k, n, e) for k, (n, e) in counts.items()), key=lambda g: (-g.errors, g.group))
+
+
+def errors_by_num_events(rows: Iterable[InspectionRow]) -> list[GroupErrors]:
+    """Per number of ground-truth events in the question's video, fewest events first."""
+    counts = _group(rows, lambda r: [str(r.num_gt_events)])
+    return [GroupErrors(k, n, e) for k, (n, e) in sorted(counts.items(), key=lambda item: int(item[0]))]
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the Inspect tab's overview shows for a run."""
+
+    accuracy: float | None
+    """From the run's metrics (None where the split hides its answers)."""
+    accuracy_by_type: dict[str, float]
+    """From the run's metrics."""
+    num_questions: int
+    num_errors: int
+    event_quality: dict[str, float] | None
+    """span mIoU, recall at IoU 0.5, matched class accuracy, number of events; None without ground truth."""
+    by_type: list[GroupErrors]
+    by_event_class: list[GroupErrors]
+    by_num_events: list[GroupErrors]
+
+
+def overview(run: InspectionRun) -> Overview:
+    """Accuracy (overall, per type) from the metrics, event quality, and the error breakdowns."""
+    m = run.metrics
+    quality = None
+    if m.get("span_miou") is not None:
+        quality = {k: m[k] for k in ("span_miou", "span_recall_at_0.5", "event_class_accuracy", "num_events") if k in m}
+    return Overview(
+        accuracy=m["accuracy"],
+        accuracy_by_type=dict(m["accuracy_by_type"]),
+        num_questions=m["num_questions"],
+        num_errors=sum(r.correct is False for r in run.rows),
+        event_quality=quality,
+        by_type=errors_by_question_type(run.rows),
+        by_event_class=errors_by_event_class(run.rows),
+        by_num_events=errors_by_num_events(run.rows),
+    )
+
+
+# ============================================================================ one example
+
+
+class _LRU:
+    """A small thread-safe least-recently-used cache that builds missing entries once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], _T]) -> _T:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            item = build()  # under the lock: a second caller waits rather than building it again
+            self._items[key] = item
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return item
+
+
+_PREDICTORS = _LRU(2)
+_FEATURE_STORES = _LRU(2)
+_SPLITS = _LRU(4)
+
+
+def predictor_for(run: InspectionRun) -> Predictor:
+    """The (cached) :class:`Predictor` of the run's checkpoint on the run's device."""
+    key = (run.checkpoint, run.checkpoint_fingerprint, run.device)
+    return _PREDICTORS.get(key, lambda: Predictor(run.checkpoint, device=run.device))
+
+
+@dataclass(frozen=True)
+class ExampleDetail:
+    """Everything the Inspect tab shows for one question. Times in seconds where ``duration_s`` is known,
+    else fractions of the video."""
+
+    row: InspectionRow
+    duration_s: float | None
+    video_path: Path | None
+    """The video file when it is present in the dataset folder."""
+    prediction: Prediction | None
+    """The Predictor's answer recomputed now from the stored features, with its attention maps
+    (what the app's attention figure draws); None where the question cannot be fed to it."""
+    note: str | None = None
+    """Why the attention maps are missing, or where the recomputed answer differs from the stored one."""
+
+    @property
+    def attention(self) -> AttentionMaps | None:
+        """``prompt_to_frame [Q, T]``, ``question_to_memory [L, Q]``, ``events_to_frames [L, T]``,
+        ``answer_to_frames [T]``; prompts in temporal order; ``frame_times_s [T]`` in seconds
+        (fractions of the video without a duration)."""
+        return self.prediction.attention if self.prediction is not None else None
+
+    @property
+    def options_with_probabilities(self) -> list[tuple[str, float]]:
+        return list(zip(self.row.choices, self.row.probabilities, strict=True))
+
+    def _spans(self, events: Iterable[EventSpan]) -> list[dict[str, Any]]:
+        scale = self.duration_s or 1.0
+        return [
+            {
+                "label": e.label,
+                "start": e.start * scale,
+                "end": e.end * scale,
+                "score": e.score,
+                "background": e.background,
+            }
+            for e in events
+        ]
+
+    @property
+    def predicted_spans(self) -> list[dict[str, Any]]:
+        """One per memory prompt (temporal order): label, start, end (s), score, background."""
+        return self._spans(self.row.predicted_events)
+
+    @property
+    def gt_spans(self) -> list[dict[str, Any]]:
+        """Ground-truth events: label, start, end (s)."""
+        return self._spans(self.row.gt_events)
+
+
+def example_detail(run: InspectionRun, question_id: str, attention: bool = True) -> ExampleDetail:
+    """One question of ``run`` with its video file and (``attention=True``) its attention maps.
+
+    The maps come from a :class:`Predictor` of the run's checkpoint fed the question's stored
+    features, sampled to the checkpoint's frame count as in evaluation (padding frames left out).
+    """
+    row = run.row(question_id)
+    split = _SPLITS.get(
+        (run.dataset, run.data_root, run.split), lambda: _load_split(run.dataset, run.data_root, run.split)
+    )
+    video_path = split.video_path(row.video_id)
+    if not attention:
+        return ExampleDetail(row, row.duration_s, video_path, None)
+    predictor = predictor_for(run)
+    store = _FEATURE_STORES.get(run.features_path, lambda: FeatureStore(run.features_path))
+    sampled = sample_features(store[row.video_id], predictor.info.num_frames, normalized=True)
+    valid = ~sampled.padding
+    duration = row.duration_s or 1.0
+    try:
+        prediction = predictor.predict_features(
+            sampled.features[valid],
+            row.question,
+            list(row.options) or None,
+            duration_s=duration,
+            frame_times_s=(sampled.positions[valid] * duration).double().numpy(),
+        )
+    except InputError as exc:
+        return ExampleDetail(row, row.duration_s, video_path, None, f"no attention maps: {exc}")
+    note = None
+    if prediction.answer_index != row.prediction:
+        note = (
+            f"recomputed on this example alone the model answers {prediction.answer!r}; the stored run "
+            "(batched as in evaluation) answered differently"
+        )
+    return ExampleDetail(row, row.duration_s, video_path, prediction, note)
+
+
+# ============================================================================ export
+
+
+EXPORT_COLUMNS = (
+    "question_id",
+    "question_type",
+    "video_id",
+    "question",
+    "options",
+    "predicted",
+    "correct_answer",
+    "correct",
+    "confidence",
+    "duration_s",
+    "predicted_events",
+    "gt_events",
+)
+
+
+def _export_record(row: InspectionRow) -> dict[str, Any]:
+    def spans(events: Iterable[EventSpan], predicted: bool) -> list[dict[str, Any]]:
+        out = []
+        for e in events:
+            start, end = e.seconds(row.duration_s) if row.duration_s else (e.start, e.end)
+            item: dict[str, Any] = {"label": e.label, "start_s": round(start, 3), "end_s": round(end, 3)}
+            if predicted:
+                item["score"] = round(e.score or 0.0, 4)
+                item["background"] = e.background
+            out.append(item)
+        return out
+
+    return {
+        "question_id": row.question_id,
+        "question_type": row.question_type,
+        "video_id": row.video_id,
+        "question": row.question,
+        "options": list(row.options),
+        "predicted": row.predicted,
+        "correct_answer": row.correct_answer,
+        "correct": row.correct,
+        "confidence": round(row.confidence, 6),
+        "duration_s": row.duration_s,
+        "predicted_events": spans(row.predicted_events, True),
+        "gt_events": spans(row.gt_events, False),
+    }
+
+
+def export_rows(rows: Iterable[InspectionRow], path: str | Path) -> Path:
+    """Write ``rows`` to ``path`` (``.csv`` or ``.json``, by its suffix) atomically; return ``path``.
+
+    Columns: :data:`EXPORT_COLUMNS`. Event times are seconds (fractions where the duration is unknown).
+    In the CSV, ``options`` and the event lists are JSON strings.
+    """
+    path = Path(path)
+    records = [_export_record(r) for r in rows]
+    if path.suffix == ".json":
+        text = json.dumps(records, indent=1, ensure_ascii=False)
+    elif path.suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS)
+        writer.writeheader()
+        for record in records:
+            writer.writerow(
+                {k: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for k, v in record.items()}
+            )
+        text = buffer.getvalue()
+    else:
+        raise InspectionError(f"export to .csv or .json, not {path.suffix or 'a file without suffix'}")
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+# ============================================================================ reference checkpoints
+
+
+def convert_reference_to_checkpoint(
+    reference: str | Path | Mapping[str, torch.Tensor],
+    out_dir: str | Path,
+    event_classes: Sequence[str],
+    *,
+    frame_encoder: str = "unknown",
+    frame_encoder_fingerprint: str | None = None,
+    text_encoder: str = "minilm",
+    text_max_length: int = 64,
+    num_frames: int = 80,
+    num_heads: int = 8,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory from a reference-code checkpoint (file or state dict).
+
+    The architecture is read from the tensor shapes (every reference-compatibility switch on); the
+    number of heads cannot be and is given (reference: 8). ``frame_encoder`` names what made the
+    features the model reads (``"unknown"`` for the reference's S3D ``.pth`` files, which
+    :func:`~glance_focus.extraction.resolve_features` then accepts). A fine-tuned text encoder inside
+    the reference state is stored beside the model and must fit ``text_encoder``'s architecture;
+    without one, ``text_encoder``'s width must equal the model's ``text_hidden_size``.
+    """
+    if isinstance(reference, str | Path):
+        state = load_reference_checkpoint(reference)
+        source = str(reference)
+    else:
+        state, source = dict(reference), "state dict"
+    converted = convert_reference_state_dict(state)
+    config = reference_config(converted.model_state, num_heads=num_heads)
+    model = GlanceFocus(config)
+    model.load_state_dict(converted.model_state, strict=True)
+    text_state = converted.text_encoder_state or None
+    if text_state is None:
+        width = load_text_encoder(text_encoder, device="cpu", max_length=text_max_length).hidden_size
+        if width != config.text_hidden_size:
+            raise ValueError(
+                f"the reference model reads {config.text_hidden_size}-d text tokens but {text_encoder!r} gives {width}"
+            )
+    info = CheckpointInfo(
+        model=config,
+        frame_encoder=frame_encoder,
+        frame_encoder_fingerprint=frame_encoder_fingerprint,
+        num_frames=num_frames,
+        text_encoder=text_encoder,
+        text_max_length=text_max_length,
+        event_classes=tuple(event_classes),
+        metadata={"converted_from": source, **(metadata or {})},
+    )
+    return save_checkpoint(out_dir, model, info, text_encoder_state=text_state)
