@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from glance_focus.batching import VideoQADataset, collate_qa
+from glance_focus.checkpoint import LoadedCheckpoint
+from glance_focus.data.features import FeatureStore
 from glance_focus.data.types import DatasetSplit
+from glance_focus.encoders import build_text_encoder, load_text_encoder
 from glance_focus.matcher import hungarian_match
 from glance_focus.model import GlanceFocus
 from glance_focus.spans import spans_to_se, temporal_iou_se
@@ -208,3 +212,34 @@ def summarize(
 
 def prediction_to_json(prediction: ExamplePrediction) -> dict[str, Any]:
     return {**asdict(prediction), "correct": prediction.correct, "confidence": prediction.confidence}
+
+
+def checkpoint_text_features(loaded: LoadedCheckpoint, device: torch.device | str = "cpu") -> TextFeatureCache:
+    """The text path the checkpoint was trained with.
+
+    A fine-tuned text encoder stored beside the model is loaded into a private copy, so the
+    process-wide shared encoder of the same spec stays untouched.
+    """
+    info = loaded.info
+    if loaded.text_encoder_state is None:
+        return TextFeatureCache(load_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length))
+    encoder = build_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length)
+    encoder.model.load_state_dict(loaded.text_encoder_state, strict=True)
+    return TextFeatureCache(encoder)
+
+
+def evaluate_checkpoint(
+    loaded: LoadedCheckpoint,
+    split: DatasetSplit,
+    features_path: Path,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """:func:`evaluate_split` of a loaded checkpoint on ``split`` with the features in ``features_path``."""
+    config = loaded.model.config
+    data = VideoQADataset(
+        split, FeatureStore(features_path), loaded.info.num_frames, config.num_memory_prompts, config.span_format
+    )
+    text = checkpoint_text_features(loaded)
+    return evaluate_split(loaded.model, split, data, text, batch_size, device, progress)

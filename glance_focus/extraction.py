@@ -21,14 +21,19 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
+from glance_focus.checkpoint import CheckpointInfo
 from glance_focus.data.features import FeatureStore, write_features
 from glance_focus.data.types import DatasetSplit, atomic_path
-from glance_focus.encoders import FrameEncoder
+from glance_focus.encoders import EncoderUnavailableError, FrameEncoder, load_frame_encoder
 from glance_focus.video import VideoError, VideoLimits, sample_frames
 
 DECODE_SHORT_SIDE = 224
 """Frames are decoded with this short side (the CLIP encoders then resize/crop to their input)."""
 FEATURES_DIR = "features"
+
+
+class ExtractionError(ValueError):
+    """Features for a split are missing and cannot be made (the message says why)."""
 
 
 def encoder_slug(spec: str) -> str:
@@ -214,3 +219,51 @@ def split_videos(split: DatasetSplit) -> tuple[dict[str, Path], list[str]]:
         else:
             found[video_id] = path
     return found, missing
+
+
+def features_for_checkpoint(
+    split: DatasetSplit,
+    info: CheckpointInfo,
+    device: torch.device | str = "cpu",
+    on_video: Callable[[int, int], None] | None = None,
+) -> Path:
+    """The feature file of ``split`` made with the checkpoint's frame encoder, extracted first if needed.
+
+    The split's own file or one extracted earlier
+    (:func:`~glance_focus.extraction.resolve_features`), else the split's videos are encoded with the
+    checkpoint's encoder into ``ROOT/features/<encoder>/<split>.safetensors`` (cached, resumable).
+    ``on_video(done, total)`` follows extraction. A file made by another build of the encoder
+    (fingerprint in its metadata) is refused.
+    """
+    path = resolve_features(split, info.frame_encoder)
+    if path is None:
+        videos, missing = split_videos(split)
+        if missing:
+            raise ExtractionError(
+                f"{len(missing)} videos of {split.name}/{split.split} have neither a video file nor features "
+                f"(first: {missing[:3]})"
+            )
+        try:
+            encoder = load_frame_encoder(info.frame_encoder, device=device)
+        except (EncoderUnavailableError, ValueError) as exc:
+            raise ExtractionError(
+                f"{split.name}/{split.split} has no features and they cannot be extracted: {exc}"
+            ) from exc
+        encoder.verify_fingerprint(info.frame_encoder_fingerprint)
+        path = features_path_for(split.root, split.split, info.frame_encoder)
+        done = [0]
+
+        def count(_: str) -> None:
+            done[0] += 1
+            if on_video is not None:
+                on_video(done[0], len(videos))
+
+        result = extract_features(videos, path, encoder, info.num_frames, progress=False, on_video=count)
+        if result.failed:
+            raise ExtractionError(
+                f"{len(result.failed)} videos failed to decode: {dict(list(result.failed.items())[:3])}"
+            )
+    recorded = FeatureStore(path).metadata.get("fingerprint")
+    if recorded and info.frame_encoder_fingerprint and recorded != info.frame_encoder_fingerprint:
+        raise ExtractionError(f"{path} was made with another encoder build than the checkpoint's")
+    return path

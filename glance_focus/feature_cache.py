@@ -39,21 +39,12 @@ STALE_TEMP_AGE_S = 3600.0
 """Temporary files older than this are left-overs of crashed writers and are deleted."""
 
 
-def file_content_hash(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file's bytes: the video identity used in :class:`FeatureKey`."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class FeatureKey:
     """What the cached features depend on."""
 
     video_hash: str
-    """Content hash of the video file (:func:`file_content_hash`)."""
+    """Content hash of the video file (:func:`glance_focus.video.video_content_hash`)."""
     encoder: str
     """Frame encoder spec, e.g. ``ViT-B-32:random-seed0``."""
     fingerprint: str

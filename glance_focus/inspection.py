@@ -37,33 +37,23 @@ from typing import Any, TypeVar
 
 import torch
 
-from glance_focus.batching import VideoQADataset
 from glance_focus.checkpoint import (
     CONFIG_NAME,
     TEXT_ENCODER_WEIGHTS_NAME,
     WEIGHTS_NAME,
     CheckpointInfo,
-    LoadedCheckpoint,
     load_checkpoint,
     read_checkpoint_info,
-    save_checkpoint,
 )
 from glance_focus.data.features import FeatureStore, sample_features
 from glance_focus.data.registry import DATASETS, available_splits, load_split
 from glance_focus.data.types import DataLayoutError, DatasetSplit, atomic_path
 from glance_focus.encoders import (
-    EncoderUnavailableError,
-    build_text_encoder,
-    load_frame_encoder,
-    load_text_encoder,
     resolve_device,
 )
-from glance_focus.evaluation import EvaluationResult, ExamplePrediction, evaluate_split
-from glance_focus.extraction import extract_features, features_path_for, resolve_features, split_videos
-from glance_focus.model import GlanceFocus
+from glance_focus.evaluation import ExamplePrediction, evaluate_checkpoint
+from glance_focus.extraction import features_for_checkpoint, resolve_features
 from glance_focus.pipeline import AttentionMaps, InputError, Prediction, Predictor
-from glance_focus.reference import convert_reference_state_dict, load_reference_checkpoint, reference_config
-from glance_focus.text_features import TextFeatureCache
 
 BUNDLED_SYNTHETIC_ROOT = Path(__file__).resolve().parents[1] / "assets" / "data" / "synthetic"
 """The bundled synthetic world (DESIGN.md §6); its validation split is always offered."""
@@ -302,85 +292,6 @@ class InspectionRun:
 # ========================================================== evaluation (shared with train/evaluate.py)
 
 
-def split_features(
-    split: DatasetSplit,
-    info: CheckpointInfo,
-    device: torch.device | str = "cpu",
-    on_video: Callable[[int, int], None] | None = None,
-) -> Path:
-    """The feature file of ``split`` made with the checkpoint's frame encoder, extracted first if needed.
-
-    As ``train/evaluate.py``: the split's own file or one extracted earlier
-    (:func:`~glance_focus.extraction.resolve_features`), else the split's videos are encoded with the
-    checkpoint's encoder into ``ROOT/features/<encoder>/<split>.safetensors`` (cached, resumable).
-    ``on_video(done, total)`` follows extraction. A file made by another build of the encoder
-    (fingerprint in its metadata) is refused.
-    """
-    path = resolve_features(split, info.frame_encoder)
-    if path is None:
-        videos, missing = split_videos(split)
-        if missing:
-            raise InspectionError(
-                f"{len(missing)} videos of {split.name}/{split.split} have neither a video file nor features "
-                f"(first: {missing[:3]})"
-            )
-        try:
-            encoder = load_frame_encoder(info.frame_encoder, device=device)
-        except (EncoderUnavailableError, ValueError) as exc:
-            raise InspectionError(
-                f"{split.name}/{split.split} has no features and they cannot be extracted: {exc}"
-            ) from exc
-        encoder.verify_fingerprint(info.frame_encoder_fingerprint)
-        path = features_path_for(split.root, split.split, info.frame_encoder)
-        done = [0]
-
-        def count(_: str) -> None:
-            done[0] += 1
-            if on_video is not None:
-                on_video(done[0], len(videos))
-
-        result = extract_features(videos, path, encoder, info.num_frames, progress=False, on_video=count)
-        if result.failed:
-            raise InspectionError(
-                f"{len(result.failed)} videos failed to decode: {dict(list(result.failed.items())[:3])}"
-            )
-    recorded = FeatureStore(path).metadata.get("fingerprint")
-    if recorded and info.frame_encoder_fingerprint and recorded != info.frame_encoder_fingerprint:
-        raise InspectionError(f"{path} was made with another encoder build than the checkpoint's")
-    return path
-
-
-def checkpoint_text_features(loaded: LoadedCheckpoint) -> TextFeatureCache:
-    """The text path the checkpoint was trained with, on the CPU (as ``train/evaluate.py`` encodes text).
-
-    A fine-tuned text encoder stored beside the model is loaded into a private copy, so the
-    process-wide shared encoder of the same spec stays untouched.
-    """
-    info = loaded.info
-    if loaded.text_encoder_state is None:
-        return TextFeatureCache(load_text_encoder(info.text_encoder, device="cpu", max_length=info.text_max_length))
-    encoder = build_text_encoder(info.text_encoder, device="cpu", max_length=info.text_max_length)
-    encoder.model.load_state_dict(loaded.text_encoder_state, strict=True)
-    return TextFeatureCache(encoder)
-
-
-def evaluate_checkpoint(
-    loaded: LoadedCheckpoint,
-    split: DatasetSplit,
-    features_path: Path,
-    device: torch.device | str = "cpu",
-    batch_size: int = EVAL_BATCH_SIZE,
-    progress: Callable[[int, int], None] | None = None,
-) -> EvaluationResult:
-    """:func:`evaluate_split` of a loaded checkpoint on ``split`` with the features in ``features_path``."""
-    config = loaded.model.config
-    data = VideoQADataset(
-        split, FeatureStore(features_path), loaded.info.num_frames, config.num_memory_prompts, config.span_format
-    )
-    text = checkpoint_text_features(loaded)
-    return evaluate_split(loaded.model, split, data, text, batch_size, device, progress)
-
-
 # ============================================================================ running and caching
 
 
@@ -504,8 +415,9 @@ def run_inspection(
 
     A run stored earlier in ``cache_dir`` under the same key is returned without computing
     (``from_cache=True``); concurrent calls for the same key in this process compute it once.
-    Otherwise: features are resolved or extracted (:func:`split_features`), the model is evaluated
-    with :func:`evaluate_checkpoint` and the run is written atomically to ``cache_dir``.
+    Otherwise: features are resolved or extracted
+    (:func:`~glance_focus.extraction.features_for_checkpoint`), the model is evaluated with
+    :func:`~glance_focus.evaluation.evaluate_checkpoint` and the run is written atomically to ``cache_dir``.
     """
     report = progress or (lambda fraction, message: None)
     report(0.0, "reading the checkpoint and the dataset")
@@ -515,7 +427,7 @@ def run_inspection(
     fingerprint = checkpoint_fingerprint(checkpoint_dir)
     extracting = resolve_features(data, info.frame_encoder) is None
     share = 0.5 if extracting else 0.0  # of the progress bar, for feature extraction
-    features_path = split_features(
+    features_path = features_for_checkpoint(
         data,
         info,
         resolved_device,
@@ -957,57 +869,3 @@ def export_rows(rows: Iterable[InspectionRow], path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
-
-
-# ============================================================================ reference checkpoints
-
-
-def convert_reference_to_checkpoint(
-    reference: str | Path | Mapping[str, torch.Tensor],
-    out_dir: str | Path,
-    event_classes: Sequence[str],
-    *,
-    frame_encoder: str = "unknown",
-    frame_encoder_fingerprint: str | None = None,
-    text_encoder: str = "minilm",
-    text_max_length: int = 64,
-    num_frames: int = 80,
-    num_heads: int = 8,
-    metadata: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint directory from a reference-code checkpoint (file or state dict).
-
-    The architecture is read from the tensor shapes (every reference-compatibility switch on); the
-    number of heads cannot be and is given (reference: 8). ``frame_encoder`` names what made the
-    features the model reads (``"unknown"`` for the reference's S3D ``.pth`` files, which
-    :func:`~glance_focus.extraction.resolve_features` then accepts). A fine-tuned text encoder inside
-    the reference state is stored beside the model and must fit ``text_encoder``'s architecture;
-    without one, ``text_encoder``'s width must equal the model's ``text_hidden_size``.
-    """
-    if isinstance(reference, str | Path):
-        state = load_reference_checkpoint(reference)
-        source = str(reference)
-    else:
-        state, source = dict(reference), "state dict"
-    converted = convert_reference_state_dict(state)
-    config = reference_config(converted.model_state, num_heads=num_heads)
-    model = GlanceFocus(config)
-    model.load_state_dict(converted.model_state, strict=True)
-    text_state = converted.text_encoder_state or None
-    if text_state is None:
-        width = load_text_encoder(text_encoder, device="cpu", max_length=text_max_length).hidden_size
-        if width != config.text_hidden_size:
-            raise ValueError(
-                f"the reference model reads {config.text_hidden_size}-d text tokens but {text_encoder!r} gives {width}"
-            )
-    info = CheckpointInfo(
-        model=config,
-        frame_encoder=frame_encoder,
-        frame_encoder_fingerprint=frame_encoder_fingerprint,
-        num_frames=num_frames,
-        text_encoder=text_encoder,
-        text_max_length=text_max_length,
-        event_classes=tuple(event_classes),
-        metadata={"converted_from": source, **(metadata or {})},
-    )
-    return save_checkpoint(out_dir, model, info, text_encoder_state=text_state)

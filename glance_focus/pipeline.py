@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from glance_focus.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
-from glance_focus.encoders import FrameEncoder, TextEncoder, load_frame_encoder, load_text_encoder, resolve_device
+from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_device
+from glance_focus.evaluation import checkpoint_text_features
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
 from glance_focus.spans import spans_to_se
@@ -203,12 +204,7 @@ class Predictor:
     def text(self) -> TextFeatureCache:
         with self._lock:
             if self._text is None:
-                encoder: TextEncoder = load_text_encoder(
-                    self.info.text_encoder, device=self.device, max_length=self.info.text_max_length
-                )
-                if self.loaded.text_encoder_state is not None:
-                    encoder.model.load_state_dict(self.loaded.text_encoder_state, strict=True)
-                self._text = TextFeatureCache(encoder)
+                self._text = checkpoint_text_features(self.loaded, self.device)
             return self._text
 
     @property

@@ -10,6 +10,7 @@ architecture from the tensor shapes with every reference-compatibility switch on
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glance_focus.checkpoint import CheckpointInfo, save_checkpoint
 from glance_focus.config import GlanceFocusConfig
+from glance_focus.model import GlanceFocus
 
 _TEXT_ENCODER_PREFIX = "transformer.text_encoder."
 # Buffers some transformers versions saved in the state dict; they are not parameters.
@@ -187,3 +190,56 @@ def roberta_config_from_state(text_state: dict[str, Tensor], num_attention_heads
         "max_position_embeddings": text_state["embeddings.position_embeddings.weight"].shape[0],
         "type_vocab_size": text_state["embeddings.token_type_embeddings.weight"].shape[0],
     }
+
+
+def convert_reference_to_checkpoint(
+    reference: str | Path | Mapping[str, torch.Tensor],
+    out_dir: str | Path,
+    event_classes: Sequence[str],
+    *,
+    frame_encoder: str = "unknown",
+    frame_encoder_fingerprint: str | None = None,
+    text_encoder: str = "minilm",
+    text_max_length: int = 64,
+    num_frames: int = 80,
+    num_heads: int = 8,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory from a reference-code checkpoint (file or state dict).
+
+    The architecture is read from the tensor shapes (every reference-compatibility switch on); the
+    number of heads cannot be and is given (reference: 8). ``frame_encoder`` names what made the
+    features the model reads (``"unknown"`` for the reference's S3D ``.pth`` files, which
+    :func:`~glance_focus.extraction.resolve_features` then accepts). A fine-tuned text encoder inside
+    the reference state is stored beside the model and must fit ``text_encoder``'s architecture;
+    without one, ``text_encoder``'s width must equal the model's ``text_hidden_size``.
+    """
+    if isinstance(reference, str | Path):
+        state = load_reference_checkpoint(reference)
+        source = str(reference)
+    else:
+        state, source = dict(reference), "state dict"
+    converted = convert_reference_state_dict(state)
+    config = reference_config(converted.model_state, num_heads=num_heads)
+    model = GlanceFocus(config)
+    model.load_state_dict(converted.model_state, strict=True)
+    text_state = converted.text_encoder_state or None
+    if text_state is None:
+        from glance_focus.encoders import load_text_encoder  # heavy (transformers): only when needed
+
+        width = load_text_encoder(text_encoder, device="cpu", max_length=text_max_length).hidden_size
+        if width != config.text_hidden_size:
+            raise ValueError(
+                f"the reference model reads {config.text_hidden_size}-d text tokens but {text_encoder!r} gives {width}"
+            )
+    info = CheckpointInfo(
+        model=config,
+        frame_encoder=frame_encoder,
+        frame_encoder_fingerprint=frame_encoder_fingerprint,
+        num_frames=num_frames,
+        text_encoder=text_encoder,
+        text_max_length=text_max_length,
+        event_classes=tuple(event_classes),
+        metadata={"converted_from": source, **(metadata or {})},
+    )
+    return save_checkpoint(out_dir, model, info, text_encoder_state=text_state)

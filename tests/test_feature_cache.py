@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from glance_focus.feature_cache import CachedFeatures, FeatureCache, FeatureKey, file_content_hash
+from glance_focus.feature_cache import CachedFeatures, FeatureCache, FeatureKey
 
 
 def _key(video: str = "v0", sampling: str = "uniform32") -> FeatureKey:
@@ -143,11 +143,3 @@ def test_concurrent_writers_and_readers_never_see_partial_entries(tmp_path: Path
     assert errors == []
     assert all(cache.get(key) is not None for key in keys)
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".safetensors"] * 3  # no temp files left
-
-
-def test_file_content_hash(tmp_path: Path) -> None:
-    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
-    a.write_bytes(b"\x00" * 3_000_000)
-    b.write_bytes(b"\x00" * 2_999_999 + b"\x01")
-    assert file_content_hash(a) == file_content_hash(a, chunk_bytes=4096) != file_content_hash(b)
-    assert len(file_content_hash(a)) == 64

@@ -25,7 +25,6 @@ from glance_focus.inspection import (
     BUNDLED_NAME,
     InspectionError,
     InspectionRun,
-    convert_reference_to_checkpoint,
     data_sources,
     errors_by_event_class,
     example_detail,
@@ -40,6 +39,7 @@ from glance_focus.inspection import (
     table,
 )
 from glance_focus.inspection_plots import accuracy_by_type_figure, errors_figure, example_timeline_figure
+from glance_focus.reference import convert_reference_to_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_FIXTURE = ROOT.parent / "shared" / "fixtures" / "reference" / "reference.safetensors"

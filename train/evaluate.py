@@ -19,15 +19,11 @@ from pathlib import Path
 
 import torch
 
-from glance_focus.batching import VideoQADataset
 from glance_focus.checkpoint import load_checkpoint
-from glance_focus.data.features import FeatureStore
 from glance_focus.data.registry import DATASETS, load_split
 from glance_focus.data.star import write_star_submission
-from glance_focus.encoders import load_frame_encoder, load_text_encoder
-from glance_focus.evaluation import evaluate_split, prediction_to_json
-from glance_focus.extraction import extract_features, features_path_for, resolve_features, split_videos
-from glance_focus.text_features import TextFeatureCache
+from glance_focus.evaluation import evaluate_checkpoint, prediction_to_json
+from glance_focus.extraction import features_for_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,37 +43,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return evaluate(args)
+    except ValueError as exc:  # bad checkpoint, data layout, missing features: say what, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def evaluate(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_checkpoint(args.checkpoint, device=device)
     info = loaded.info
     dataset = args.dataset or info.metadata.get("dataset", "star")
     split = load_split(dataset, args.data, args.split)
 
-    features_path = args.features or resolve_features(split, info.frame_encoder)
-    if features_path is None:
-        encoder = load_frame_encoder(info.frame_encoder, device=device)
-        encoder.verify_fingerprint(info.frame_encoder_fingerprint)
-        videos, missing = split_videos(split)
-        if missing:
-            raise SystemExit(
-                f"{len(missing)} videos of {args.split} have no file and no features (first: {missing[:3]})"
-            )
-        features_path = features_path_for(args.data, args.split, info.frame_encoder)
-        print(
-            f"extracting features of {len(videos)} videos with {info.frame_encoder} -> {features_path}", file=sys.stderr
-        )
-        result = extract_features(videos, features_path, encoder, info.num_frames)
-        if result.failed:
-            raise SystemExit(f"{len(result.failed)} videos failed to decode: {dict(list(result.failed.items())[:3])}")
-    features = FeatureStore(features_path)
-    recorded = features.metadata.get("fingerprint")
-    if recorded and info.frame_encoder_fingerprint and recorded != info.frame_encoder_fingerprint:
-        raise SystemExit(f"{features_path} was made with another encoder build than the checkpoint's")
-
-    text = TextFeatureCache(load_text_encoder(info.text_encoder, device="cpu", max_length=info.text_max_length))
-    config = loaded.model.config
-    data = VideoQADataset(split, features, info.num_frames, config.num_memory_prompts, config.span_format)
-    result = evaluate_split(loaded.model, split, data, text, args.batch_size, device)
+    features_path = args.features or features_for_checkpoint(split, info, device)
+    result = evaluate_checkpoint(loaded, split, features_path, device, args.batch_size)
 
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
