@@ -1,0 +1,259 @@
+"""The Gradio app, launched on a loopback port and driven through ``gradio_client`` as an API
+user would: a real video, every kind of bad input, what the server exposes.
+
+The bundled model and examples (``assets/``) are used when present; otherwise a small
+checkpoint and synthetic example videos are made here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+
+import app
+from glance_focus.synthetic import WorldConfig, make_questions, render_frames, sample_scene, video_rng, write_video
+from tests.test_pipeline import make_checkpoint, sample_video
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers shared with test_browser.py
+
+
+def synthetic_examples(folder: Path, count: int = 2) -> list[app.Example]:
+    """``count`` videos of the synthetic world with one question each, as ``examples.json`` + mp4s."""
+    folder.mkdir(parents=True, exist_ok=True)
+    world = WorldConfig()
+    entries = []
+    for index in range(count):
+        scene = sample_scene(world, 11, "demo", index)
+        write_video(render_frames(scene, world), folder / f"demo_{index}.mp4", world.fps)
+        question = make_questions(scene, world, video_rng(11, "demo", index, 1))[0]
+        entries.append({"video": f"demo_{index}.mp4", "question": question.question, "options": list(question.options)})
+    (folder / "examples.json").write_text(json.dumps(entries), encoding="utf-8")
+    return app.load_examples(folder / "examples.json")
+
+
+def demo_assets(root: Path) -> tuple[list[Path], list[app.Example], bool]:
+    """(checkpoints, examples, bundled): the bundled ones if present, else made under ``root``."""
+    checkpoints, examples = app.find_checkpoints([app.DEFAULT_MODELS]), app.load_examples()
+    if checkpoints and examples:
+        return checkpoints, examples, True
+    return [make_checkpoint(root / "model")], synthetic_examples(root / "examples"), False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(checkpoints: list[Path], examples: list[app.Example], root: Path) -> Iterator[str]:
+    """Build and launch the app in this process on a free loopback port; yield its URL."""
+    previous = os.environ.get("GRADIO_EXAMPLES_CACHE")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(root / "cached_examples")
+    models = app.Models(checkpoints, device="cpu", cache_dir=root / "features")
+    demo = app.build_app(models, examples)
+    try:
+        _, url, _ = app.launch(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+        yield url
+    finally:
+        demo.close()
+        if previous is None:
+            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
+        else:
+            os.environ["GRADIO_EXAMPLES_CACHE"] = previous
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@dataclass
+class Served:
+    url: str
+    client: Client
+    examples: list[app.Example]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("app")
+    checkpoints, examples, _ = demo_assets(root)
+    with serve(checkpoints, examples, root) as url:
+        yield Served(url, Client(url, verbose=False), examples)
+
+
+@pytest.fixture(scope="module")
+def bikes() -> Path:
+    return sample_video("bikes.mp4")
+
+
+def _predict(served: Served, video: Path, question: str, options: str) -> dict:
+    return served.client.predict(handle_file(str(video)), question, options, api_name="/predict")
+
+
+# ----------------------------------------------------------------------------------------------
+# The API
+
+
+def test_the_api_lists_predict_and_nothing_internal(served: Served) -> None:
+    endpoints = served.client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert list(endpoints) == ["/predict"]
+    assert [p["parameter_name"] for p in endpoints["/predict"]["parameters"]] == ["video", "question", "options"]
+
+
+def test_a_real_video_returns_the_json_and_a_second_question_hits_the_feature_cache(
+    served: Served, bikes: Path
+) -> None:
+    options = ["a bike passes", "nothing moves", "it rains"]
+    result = _predict(served, bikes, "What happens in the video?", "\n".join(options) + "\n")
+    assert {"answer", "answer_index", "probabilities", "events", "timings_s"} <= set(result)
+    assert result["answer"] in options and result["answer"] == options[result["answer_index"]]
+    assert len(result["probabilities"]) == len(options)
+    assert sum(result["probabilities"]) == pytest.approx(1, abs=1e-4)
+    assert result["events"] and all({"start_s", "end_s", "label", "score"} <= set(e) for e in result["events"])
+    assert all(e["start_s"] >= 0 and e["end_s"] >= 0 and 0 <= e["score"] <= 1 for e in result["events"])
+    assert result["timings_s"]["total"] > 0 and not result["timings_s"]["feature_cache_hit"]
+
+    again = _predict(served, bikes, "Does it rain?", "yes\nno")
+    assert again["timings_s"]["feature_cache_hit"] and again["timings_s"]["image_encoder"] == 0
+    assert again["timings_s"]["total"] < result["timings_s"]["total"]
+
+
+def _file(name: str, data: bytes | Callable[[], bytes]) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        path = folder / name
+        path.write_bytes(data() if callable(data) else data)
+        return path
+
+    return make
+
+
+def _audio_only(folder: Path) -> Path:
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    path = folder / "voice.mp4"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for k in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, k * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _half_of_bikes() -> bytes:
+    data = sample_video("bikes.mp4").read_bytes()
+    return data[: len(data) // 2]
+
+
+BAD_REQUESTS = {
+    "text renamed .mp4": (_file("notes.mp4", b"these are my notes, not a video\n" * 50), "Q?", "a\nb", "not a video"),
+    "0 bytes": (_file("empty.mp4", b""), "Q?", "a\nb", "is empty (0 bytes)"),
+    "truncated mp4": (_file("cut.mp4", _half_of_bikes), "Q?", "a\nb", "truncated"),
+    "audio only": (_audio_only, "Q?", "a\nb", "has no video stream"),
+    "not a video type": (_file("notes.txt", b"hello"), "Q?", "a\nb", "Invalid file type"),
+    "empty question": (None, "   ", "a\nb", "Please type a question"),
+    "no options": (None, "What happens?", "\n \n", "give at least two"),
+    "one option": (None, "What happens?", "only this", "give at least two"),
+    "duplicate options": (None, "What happens?", "a bike\nA bike\nrain", "must differ"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_input_gives_a_clear_message_and_the_next_request_succeeds(
+    case: str, served: Served, bikes: Path, tmp_path: Path
+) -> None:
+    make, question, options, words = BAD_REQUESTS[case]
+    video = make(tmp_path) if make else bikes
+    with pytest.raises(Exception, match=re.escape(words)) as caught:
+        _predict(served, video, question, options)
+    assert "Traceback" not in str(caught.value)
+    assert _predict(served, bikes, "What happens?", "a bike passes\nit rains")["answer"] in (
+        "a bike passes",
+        "it rains",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Serving hygiene
+
+
+def test_no_file_outside_the_upload_cache_is_served(served: Served) -> None:
+    for path in (ROOT / "app.py", ROOT / "README.md", Path("/etc/passwd"), served.examples[0].video):
+        response = httpx.get(f"{served.url}gradio_api/file={path}")
+        assert response.status_code in (403, 404), path
+
+
+def test_serving_settings(served: Served) -> None:
+    config = httpx.get(f"{served.url}config").json()
+    assert config["max_file_size"] == app.MAX_UPLOAD_BYTES
+    assert config["show_error"] is False
+    assert config["analytics_enabled"] is False
+    info = httpx.get(f"{served.url}gradio_api/queue/status").json()
+    assert info["queue_size"] == 0  # the queue is on
+
+
+def test_importing_the_app_loads_no_model() -> None:
+    code = "import sys, app; print(sorted(m for m in ('open_clip', 'decord', 'transformers') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+# ----------------------------------------------------------------------------------------------
+# Page text and command line
+
+
+def test_models_are_found_in_a_folder_and_described(tmp_path: Path) -> None:
+    first = make_checkpoint(tmp_path / "models" / "first")
+    make_checkpoint(tmp_path / "models" / "second", task="open_ended", answer_vocab_size=5)
+    (tmp_path / "models" / "not-a-model").mkdir()
+    namesake = make_checkpoint(tmp_path / "other" / "first")
+    models = app.Models([tmp_path / "models", first, namesake], device="cpu")
+    assert list(models.choices) == ["first", "second", "other/first"]
+    summary = app.model_summary(models.choices["first"])
+    assert "ViT-B-32:random-seed0" in summary and "minilm" in summary and "appear, vanish, grow" in summary
+    assert "open-ended" in app.model_summary(models.choices["second"])
+    assert "No model found" in app.model_summary(None)
+
+
+def test_the_summary_states_what_the_model_knows(tmp_path: Path) -> None:
+    choice = app.Models([make_checkpoint(tmp_path / "synthetic-sup")], device="cpu").choices["synthetic-sup"]
+    metadata = {"dataset": "synthetic", "setting": "supervised", "test": {"accuracy": 0.8125, "span_miou": 0.61}}
+    synthetic = dataclasses.replace(choice, info=dataclasses.replace(choice.info, metadata=metadata))
+    summary = app.model_summary(synthetic)
+    assert "synthetic, supervised; held-out test accuracy 81.2%, event span mIoU 0.61" in summary
+    assert "only knows a synthetic world" in summary and "meaningless" in summary
+
+
+def test_command_line() -> None:
+    args = app.parse_args(["--checkpoint", "a", "--checkpoint", "b", "--port", "7000", "--device", "cpu"])
+    assert args.checkpoint == [Path("a"), Path("b")] and args.port == 7000 and args.device == "cpu"
+    assert not args.share and args.host is None  # gradio's default: $GRADIO_SERVER_NAME (set on Spaces) or loopback
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        app.main(["--checkpoint", str(ROOT / "tests")])
+
+
+def test_options_are_one_per_line() -> None:
+    assert app.parse_options(" a \n\nb\n") == ["a", "b"]
+    assert app.parse_options("  \n") is None and app.parse_options(None) is None

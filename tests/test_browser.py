@@ -1,0 +1,127 @@
+"""The app in a real browser (Debian's Chromium driven by Playwright), as a person uses it:
+upload a video, ask, read the answer and look at the two figures; click an example; upload a
+broken file. With the bundled model the screenshots go to ``docs/`` (the README shows them).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import app
+from tests.test_app import ROOT, demo_assets, serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ANSWER = "#answer [data-testid=label-output-value]"
+TIMEOUT_MS = 120_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium is not installed"),
+]
+
+
+@dataclass
+class Site:
+    url: str
+    examples: list[app.Example]
+    screenshots: Path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("browser")
+    checkpoints, examples, bundled = demo_assets(root)
+    screenshots = ROOT / "docs" if bundled else root / "screenshots"
+    screenshots.mkdir(exist_ok=True)
+    with serve(checkpoints, examples, root) as url:
+        yield Site(url, examples, screenshots)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, site: Site) -> Iterator:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(site.url, wait_until="networkidle")
+    yield page
+    context.close()
+
+
+def _upload(page, video: Path) -> None:
+    page.locator("#video input[type=file]").set_input_files(str(video))
+    page.locator("#video video").wait_for()
+
+
+def _ask(page, question: str, options: list[str]) -> None:
+    page.locator("#question textarea, #question input").first.fill(question)
+    page.locator("#options textarea").fill("\n".join(options))
+    page.locator("#submit").click()
+
+
+def _figure_rendered(page, selector: str) -> bool:
+    image = page.locator(f"{selector} img")
+    image.wait_for()
+    return image.evaluate("img => img.complete && img.naturalWidth > 200 && img.naturalHeight > 100")
+
+
+def test_upload_ask_and_see_the_answer_and_both_figures(page, site: Site) -> None:
+    example = site.examples[0]
+    _upload(page, example.video)
+    _ask(page, example.question, example.options)
+    page.locator(ANSWER).wait_for()
+    assert page.locator(ANSWER).inner_text().strip() in example.options
+    assert _figure_rendered(page, "#timeline") and _figure_rendered(page, "#attention")
+    assert "total" in page.locator("#timings").inner_text()
+    page.wait_for_timeout(500)  # let the figures settle before the screenshots
+    page.screenshot(path=str(site.screenshots / "screenshot-demo.png"), full_page=True)
+    page.locator("#attention").screenshot(path=str(site.screenshots / "screenshot-attention.png"))
+
+
+def test_an_example_fills_the_inputs_and_shows_its_cached_outputs(page, site: Site) -> None:
+    example = site.examples[-1]
+    page.locator("#examples tbody tr").nth(len(site.examples) - 1).click()
+    page.locator(ANSWER).wait_for()
+    assert page.locator("#question textarea, #question input").first.input_value() == example.question
+    assert page.locator("#options textarea").input_value().splitlines() == example.options
+    assert page.locator(ANSWER).inner_text().strip() in example.options
+    assert _figure_rendered(page, "#timeline") and _figure_rendered(page, "#attention")
+
+
+def test_a_broken_upload_shows_a_message_and_the_page_keeps_working(page, site: Site, tmp_path: Path) -> None:
+    fake = tmp_path / "holiday.mp4"
+    fake.write_bytes(b"definitely not a video " * 200)
+    page.locator("#video input[type=file]").set_input_files(str(fake))
+    page.wait_for_timeout(500)
+    _ask(page, "What happened?", ["This.", "That."])
+    page.get_by_text("is not a video", exact=False).first.wait_for()
+    assert page.locator(ANSWER).count() == 0
+
+    good = tmp_path / "good.mp4"
+    shutil.copy(site.examples[0].video, good)
+    page.locator("#video button[aria-label='Clear']").first.click()
+    _upload(page, good)
+    page.locator("#submit").click()
+    page.locator(ANSWER).wait_for()
+    assert page.locator(ANSWER).inner_text().strip() in ("This.", "That.")
