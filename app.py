@@ -69,13 +69,18 @@ moments in the video, and an answer query reads them to choose among the answer 
 Upload a video (or pick an example), ask a question, and see the answer, the events the memory
 prompts found on the video's timeline, and the attention that led to the answer.
 """
-SYNTHETIC_WARNING = """\
-> ⚠️ **This model only knows a synthetic world**: one coloured disc on a plain background that
-> appears, disappears, changes colour, grows or shrinks, and background colour changes. Its frame
-> encoder has seeded random weights (no pretrained CLIP is available offline). On real footage its
-> answers and events are meaningless: use the examples, or start the app with `--checkpoint` and a
-> model trained on STAR, AGQA, NExT-QA or EgoTaskQA.
-"""
+SYNTHETIC_WORLD = (
+    "**This model only knows a synthetic world**: one coloured disc on a plain background that appears, "
+    "disappears, changes colour, grows or shrinks, and background colour changes."
+)
+RANDOM_ENCODER = (
+    "Its frame encoder has seeded random weights (no pretrained CLIP is available offline), so it cannot "
+    "recognise real scenes."
+)
+MEANINGLESS = (
+    "On real footage its answers and events are meaningless: use the examples, or start the app with "
+    "`--checkpoint` and a model trained on STAR, AGQA, NExT-QA or EgoTaskQA."
+)
 CSS = """
 #answer .output-class { font-size: 1.6rem; }
 .figure-help { color: var(--body-text-color-subdued); font-size: 0.9rem; }
@@ -249,8 +254,10 @@ def model_summary(choice: ModelChoice | None) -> str:
         f"- Trained on: {trained}",
         f"- Event vocabulary ({len(info.event_classes)} classes + background): {classes}",
     ]
-    if choice.synthetic or "random-seed" in info.frame_encoder:
-        lines += ["", SYNTHETIC_WARNING]
+    limits = [SYNTHETIC_WORLD] if choice.synthetic else []
+    limits += [RANDOM_ENCODER] if "random-seed" in info.frame_encoder else []
+    if limits:
+        lines += ["", "> ⚠️ " + " ".join([*limits, MEANINGLESS])]
     else:
         lines += ["", "It can only name the event classes above; anything else shows as its closest class."]
     return "\n".join(lines)
@@ -402,6 +409,7 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
                 info=f"Multiple-choice models pick one (2 to {MAX_OPTIONS}); leave empty for an open-ended model.",
                 lines=4,
                 max_lines=MAX_OPTIONS,
+                interactive=not (default and default.info.model.task == "open_ended"),
                 elem_id="options",
             )
             with gr.Row():
@@ -609,6 +617,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests
     try:
         models = Models(
             args.checkpoint or [DEFAULT_MODELS], device=args.device, cache_dir=args.cache_dir or default_cache_dir()
