@@ -45,6 +45,10 @@ class GlanceFocusConfig:
     """Open-ended answer vocabulary size (ignored for multiple-choice)."""
     span_format: SpanFormat = "se"
     """How the two numbers of a predicted span are to be read: (start, end) or (center, width)."""
+    standardize_features: bool = True
+    """Standardise frame features per dimension with training-set statistics stored in the model
+    (buffers ``feature_mean``/``feature_std``). CLIP embeddings of similar frames share most of their
+    direction; without this the input projection sees differences of a few hundredths."""
     temporal_position: Literal["none", "sine"] = "sine"
     """Position encoding added to frame tokens in both stages ("none" in the reference)."""
     share_mla_attention: bool = True
@@ -79,6 +83,7 @@ class GlanceFocusConfig:
         """This config with every reference-code behaviour of DESIGN.md §2.1 switched on."""
         return dataclasses.replace(
             self,
+            standardize_features=False,
             temporal_position="none",
             share_mla_attention=True,
             compat_event_memory_slice=True,

@@ -155,6 +155,9 @@ class GlanceFocus(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
+        if config.standardize_features:
+            self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
+            self.register_buffer("feature_std", torch.ones(config.feature_dim))
         self.input_proj = WeightNormLinear(config.feature_dim, d)
         self.event_queries = nn.Embedding(config.num_memory_prompts, d)
         self.answer_query = nn.Embedding(1, d)
@@ -179,9 +182,19 @@ class GlanceFocus(nn.Module):
                 if p.dim() > 1:
                     nn.init.xavier_uniform_(p)
 
+    @torch.no_grad()
+    def set_feature_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """Per-dimension mean and standard deviation ``[F]`` of the training frame features."""
+        if not self.config.standardize_features:
+            raise ValueError("this model does not standardise its features (standardize_features=False)")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp(min=1e-6))
+
     # ------------------------------------------------------------------ helpers
     def _frame_tokens(self, frames: Tensor, frame_padding: Tensor) -> Tensor:
-        """frames ``[B, T, F]`` -> tokens ``[B, T, D]`` (projection, ReLU, temporal position)."""
+        """frames ``[B, T, F]`` -> tokens ``[B, T, D]`` (standardisation, projection, ReLU, temporal position)."""
+        if self.config.standardize_features:
+            frames = (frames - self.feature_mean) / self.feature_std
         tokens = F.relu(self.input_proj(frames))
         if self.config.temporal_position == "sine":
             tokens = tokens + sine_time_encoding(frame_times(frame_padding), self.config.d_model).to(tokens.dtype)

@@ -263,6 +263,20 @@ def prepare(config: TrainConfig, device: torch.device) -> Experiment:
     )
 
 
+def feature_statistics(data: VideoQADataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation ``[F]`` over every frame of the split's videos."""
+    total, total_sq, count = None, None, 0
+    for video_id in sorted({ex.video_id for ex in data.split.examples}):
+        feats = data.features[video_id].double()  # (T, F)
+        total = feats.sum(0) if total is None else total + feats.sum(0)
+        total_sq = (feats**2).sum(0) if total_sq is None else total_sq + (feats**2).sum(0)
+        count += feats.shape[0]
+    assert total is not None and total_sq is not None
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp(min=0).sqrt()
+    return mean.float(), std.float()
+
+
 def checkpoint_info(config: TrainConfig, exp: Experiment, metadata: dict[str, Any]) -> CheckpointInfo:
     return CheckpointInfo(
         model=exp.model_config,
@@ -300,7 +314,10 @@ def train(config: TrainConfig) -> EvaluationResult | None:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
-    model = GlanceFocus(exp.model_config).to(process.device)
+    model = GlanceFocus(exp.model_config)
+    if exp.model_config.standardize_features:
+        model.set_feature_statistics(*feature_statistics(exp.train_data))
+    model.to(process.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, total_steps))
     autocast, scaler = autocast_for(process.device, config.precision)

@@ -14,6 +14,14 @@ def build(**changes) -> GlanceFocus:
     return GlanceFocus(tiny_config(**changes)).eval()
 
 
+def reference_twin(model: GlanceFocus) -> GlanceFocus:
+    """The same weights in a model with every reference switch on (it has no feature statistics)."""
+    twin = GlanceFocus(model.config.reference_compat()).eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("feature_")}
+    twin.load_state_dict(state, strict=True)
+    return twin
+
+
 @pytest.mark.parametrize("num_prompts,frames,options", [(6, 9, 3), (3, 40, 5), (13, 1, 2)])
 def test_shapes_for_any_prompt_frame_and_option_count(num_prompts: int, frames: int, options: int) -> None:
     model = build(num_memory_prompts=num_prompts)
@@ -81,8 +89,7 @@ def test_padding_is_masked() -> None:
 
 def test_padding_is_not_masked_in_reference_mode() -> None:
     model = build().eval()
-    compat = GlanceFocus(model.config.reference_compat()).eval()
-    compat.load_state_dict(model.state_dict())
+    compat = reference_twin(model)
     feats, text, text_padding = random_inputs(model.config, frames=10)
     frame_padding = torch.zeros(2, 10, dtype=torch.bool)
     frame_padding[:, 6:] = True
@@ -95,14 +102,26 @@ def test_padding_is_not_masked_in_reference_mode() -> None:
 
 def test_glance_is_sensitive_to_frame_order_only_when_corrected() -> None:
     corrected = build()
-    compat = GlanceFocus(corrected.config.reference_compat()).eval()
-    compat.load_state_dict(corrected.state_dict())
+    compat = reference_twin(corrected)
     feats, _, _ = random_inputs(corrected.config, frames=12)
     shuffled = feats[:, torch.randperm(12, generator=torch.Generator().manual_seed(1))]
     with torch.no_grad():
         assert not torch.allclose(corrected.glance(feats).spans, corrected.glance(shuffled).spans, atol=1e-4)
         assert torch.allclose(compat.glance(feats).spans, compat.glance(shuffled).spans, atol=1e-5)
         assert torch.allclose(compat.glance(feats).event_logits, compat.glance(shuffled).event_logits, atol=1e-5)
+
+
+def test_features_are_standardised_with_stored_statistics() -> None:
+    model = build()
+    feats, text, padding = random_inputs(model.config)
+    mean, std = torch.randn(model.config.feature_dim), torch.rand(model.config.feature_dim) + 0.5
+    shifted = feats * std + mean
+    with torch.no_grad():
+        before = model(feats, None, text, padding).focus.answer_logits
+        model.set_feature_statistics(mean, std)
+        after = model(shifted, None, text, padding).focus.answer_logits
+    assert torch.allclose(before, after, atol=1e-4)
+    assert "feature_mean" in model.state_dict()
 
 
 def test_answer_layer_switch() -> None:
