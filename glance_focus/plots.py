@@ -19,6 +19,8 @@ canvas that the caller owns, so figures can be drawn from many threads of a serv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
@@ -27,7 +29,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from glance_focus.pipeline import Prediction
+from glance_focus.pipeline import PredictedSpan, Prediction
 
 # Horizontal layout shared by both figures, inches.
 FIG_WIDTH_IN = 12.0
@@ -101,9 +103,12 @@ def _class_palette() -> list[tuple[float, float, float]]:
 CLASS_PALETTE = _class_palette()
 
 
-def class_colour(label_index: int) -> tuple[float, float, float, float]:
-    """A stable colour per event class index."""
-    return to_rgba(CLASS_PALETTE[label_index % len(CLASS_PALETTE)])
+def class_colours(events: Sequence[PredictedSpan]) -> dict[int, tuple[float, float, float, float]]:
+    """A colour per event class the prompts predict (background excluded), keyed by class index
+    and given in order of first appearance in time, so that the classes of one prediction get
+    distinct colours (the legend names them)."""
+    first_seen = dict.fromkeys(e.label_index for e in sorted(events, key=lambda e: e.start_s) if not e.background)
+    return {index: to_rgba(CLASS_PALETTE[k % len(CLASS_PALETTE)]) for k, index in enumerate(first_seen)}
 
 
 def _scaled_rows(weights: np.ndarray) -> np.ndarray:
@@ -154,6 +159,7 @@ def timeline_figure(prediction: Prediction) -> Figure:
     event class with label and confidence, background prompts grey and faint, frame thumbnails
     along the time axis, a legend of the classes present in the side column."""
     events = prediction.events
+    colours = class_colours(events)
     rows = len(events)
     duration = duration_s(prediction)
     height = TOP_IN + THUMB_STRIP_IN + 0.15 + rows * ROW_IN + BOTTOM_IN
@@ -173,7 +179,7 @@ def timeline_figure(prediction: Prediction) -> Figure:
         if event.background:
             face, edge, alpha, text_colour = BACKGROUND_COLOUR, BACKGROUND_COLOUR, 0.25, "#7a7a7a"
         else:
-            face = edge = class_colour(event.label_index)
+            face = edge = colours[event.label_index]
             alpha, text_colour = 0.35 + 0.6 * event.score, "black"
         spans_ax.barh(
             row,
@@ -204,11 +210,8 @@ def timeline_figure(prediction: Prediction) -> Figure:
 
     legend_ax = _side_axes(figure, BOTTOM_IN, rows * ROW_IN + 0.15 + THUMB_STRIP_IN)
     legend_ax.axis("off")
-    seen: dict[int, str] = {}  # classes in order of first appearance in time
-    for event in sorted(events, key=lambda e: e.start_s):
-        if not event.background:
-            seen.setdefault(event.label_index, event.label)
-    handles = [Patch(facecolor=class_colour(i), label=label) for i, label in seen.items()]
+    labels = {event.label_index: event.label for event in events}
+    handles = [Patch(facecolor=colour, label=labels[index]) for index, colour in colours.items()]
     handles.append(Patch(facecolor=to_rgba(BACKGROUND_COLOUR, 0.25), edgecolor=BACKGROUND_COLOUR, ls="--"))
     handles[-1].set_label("background (no event)")
     legend_ax.legend(
@@ -246,9 +249,10 @@ def attention_figure(prediction: Prediction) -> Figure:
     _row_labels(glance_ax, rows)
     glance_ax.set_title("Glance: memory prompt → frames (each row scaled to its maximum)", loc="left", fontsize=11)
     glance_ax.tick_params(axis="x", labelbottom=False)
+    colours = class_colours(prediction.events)
     for row, event in enumerate(prediction.events):
         if not event.background:  # the prompt's predicted span, under its attention
-            colour = class_colour(event.label_index)
+            colour = colours[event.label_index]
             glance_ax.plot([event.start_s, event.end_s], [row + 0.36] * 2, color="white", linewidth=4.5)
             glance_ax.plot([event.start_s, event.end_s], [row + 0.36] * 2, color=colour, linewidth=2.5)
 
