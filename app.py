@@ -55,6 +55,7 @@ CONCURRENCY = 2
 GPU_DURATION_S = 60
 """ZeroGPU: the most GPU time one request may hold."""
 FEATURE_CACHE_BYTES = 512 * 1024**2
+EXAMPLES_PER_PAGE = 4
 UNEXPECTED_ERROR = "Something went wrong while answering; the error was logged. Please try again or another video."
 
 TITLE = "Glance-Focus: multi-event video question answering"
@@ -448,7 +449,7 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
                         visible_columns=[0, 1],
                         label="Examples from the synthetic world (results are cached after the first click)",
                         api_visibility="private",
-                        examples_per_page=8,
+                        examples_per_page=EXAMPLES_PER_PAGE,
                         elem_id="examples",
                     )
 
@@ -606,7 +607,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--checkpoint",
         action="append",
         type=Path,
-        help=f"a checkpoint directory or a folder of them; repeatable (default: {DEFAULT_MODELS.relative_to(ROOT)})",
+        help="a checkpoint directory or a folder of them; repeatable (default: assets/models beside app.py)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder (default: ~/.cache/...)")
