@@ -2,10 +2,15 @@
 about video files (or precomputed features) with plain results: the answer, per-option
 probabilities, one event per memory prompt, the attention maps aligned to frame timestamps and
 a timing breakdown. No UI code here.
+
+On an accelerator, a request that runs out of its memory (``torch.OutOfMemoryError``) is answered
+again on the CPU by a second copy of the model and encoders, built on first need, so a busy GPU
+slows a request down instead of failing it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +32,8 @@ MAX_QUESTION_CHARS = 1000
 MAX_OPTION_CHARS = 300
 MAX_OPTIONS = 10
 THUMBNAIL_HEIGHT = 72
+
+log = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
@@ -189,6 +196,10 @@ class Predictor:
         self._frame_encoder: FrameEncoder | None = None
         self._text: TextFeatureCache | None = None
         self._lock = threading.Lock()
+        self._cache_dir = cache_dir
+        self._cache_bytes = cache_bytes
+        self._cpu_fallback: Predictor | None = None
+        self._fallback_lock = threading.Lock()
 
     # ------------------------------------------------------------------ encoders (lazy)
     @property
@@ -210,6 +221,30 @@ class Predictor:
     @property
     def task(self) -> str:
         return self.model.config.task
+
+    @property
+    def cpu_fallback(self) -> Predictor:
+        """A copy of this predictor on the CPU (same checkpoint, same feature cache), built on first use;
+        it answers the requests that ran out of accelerator memory."""
+        with self._fallback_lock:
+            if self._cpu_fallback is None:
+                self._cpu_fallback = Predictor(
+                    self.loaded.path,
+                    device="cpu",
+                    cache_dir=self._cache_dir,
+                    cache_bytes=self._cache_bytes,
+                    video_limits=self.video_limits,
+                )
+            return self._cpu_fallback
+
+    def _out_of_memory(self, error: torch.OutOfMemoryError) -> Predictor:
+        """The predictor to retry on after ``error``: the CPU copy (re-raises when already on the CPU)."""
+        if self.device.type == "cpu":
+            raise error
+        log.warning("%s ran out of memory (%s); answering on the CPU instead", self.device, str(error)[:200])
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return self.cpu_fallback
 
     def warm_up(self) -> None:
         """Build both encoders now (the first question would otherwise pay for it)."""
@@ -242,7 +277,10 @@ class Predictor:
         summary = VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames)
         thumbs = _thumbnails(sampled.frames)
         if self.feature_cache is not None and key is not None:
-            self.feature_cache.put(key, features, sampled.timestamps_s, thumbs, {"video": summary.__dict__})
+            try:
+                self.feature_cache.put(key, features, sampled.timestamps_s, thumbs, {"video": summary.__dict__})
+            except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
+                log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
         timings = Timings(hash=t_hash, probe_decode=t2 - t1, image_encoder=t3 - t2)
         return features, np.asarray(sampled.timestamps_s, dtype=np.float64), thumbs, summary, timings
 
@@ -250,7 +288,18 @@ class Predictor:
     def predict(
         self, video: str | Path, question: str, options: list[str] | None = None, num_frames: int | None = None
     ) -> Prediction:
-        """Answer ``question`` about the video file ``video`` (options: multiple-choice models only)."""
+        """Answer ``question`` about the video file ``video`` (options: multiple-choice models only).
+
+        Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
+        """
+        try:
+            return self._predict(video, question, options, num_frames)
+        except torch.OutOfMemoryError as error:
+            return self._out_of_memory(error).predict(video, question, options, num_frames)
+
+    def _predict(
+        self, video: str | Path, question: str, options: list[str] | None, num_frames: int | None
+    ) -> Prediction:
         started = time.perf_counter()
         question, options = check_question(question, options, self.task)
         features, times, thumbs, summary, timings = self.video_features(video, num_frames)
@@ -278,7 +327,6 @@ class Predictor:
             thumbnails=thumbs,
         )
 
-    @torch.no_grad()
     def predict_features(
         self,
         features: torch.Tensor,
@@ -289,7 +337,27 @@ class Predictor:
         frame_times_s: np.ndarray | None = None,
         top_k: int = 5,
     ) -> Prediction:
-        """Answer from precomputed frame features ``[T, F]`` of a video lasting ``duration_s`` seconds."""
+        """Answer from precomputed frame features ``[T, F]`` of a video lasting ``duration_s`` seconds.
+
+        Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
+        """
+        kwargs = {"duration_s": duration_s, "frame_times_s": frame_times_s, "top_k": top_k}
+        try:
+            return self._predict_features(features, question, options, **kwargs)
+        except torch.OutOfMemoryError as error:
+            return self._out_of_memory(error).predict_features(features, question, options, **kwargs)
+
+    @torch.no_grad()
+    def _predict_features(
+        self,
+        features: torch.Tensor,
+        question: str,
+        options: list[str] | None,
+        *,
+        duration_s: float,
+        frame_times_s: np.ndarray | None,
+        top_k: int,
+    ) -> Prediction:
         question, options = check_question(question, options, self.task)
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
