@@ -358,3 +358,42 @@ def test_paths_and_urls_in_the_video_field_are_never_read_or_fetched(
         assert (event, json.loads(data)) == ("error", {"error": None}), (video, data)
     assert len(requests) == before, f"the server fetched {requests[before:]}"
     assert_still_serving(server)
+
+
+# ----------------------------------------------------------------------------------------------
+# A hostile checkpoint config (pickles, hostile safetensors headers and mismatched shapes are
+# covered by tests/test_checkpoint.py and tests/test_reference_conversion.py)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(RuntimeError, TypeError, ZeroDivisionError),
+    reason="GlanceFocusConfig does not validate sizes and types, and load_checkpoint does not turn the "
+    "resulting errors into CheckpointError (see docs/hardening.md, open items)",
+)
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("d_model", -32),
+        ("d_model", 2**40),
+        ("num_memory_prompts", 10**12),
+        ("d_model", 32.0),
+        ("ffn_dim", None),
+        ("num_heads", 0),
+        ("dropout", "x"),
+    ],
+)
+def test_config_with_absurd_sizes_or_wrong_types_is_refused(field: str, value: object, tmp_path: Path) -> None:
+    from glance_focus.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from glance_focus.model import GlanceFocus
+    from tests.test_checkpoint import make_info
+    from tests.tiny import tiny_config
+
+    model = GlanceFocus(tiny_config())
+    save_checkpoint(tmp_path / "c", model, make_info(model.config))
+    config = tmp_path / "c" / "config.json"
+    data = json.loads(config.read_text())
+    data["model"][field] = value
+    config.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=field):
+        load_checkpoint(tmp_path / "c")
