@@ -32,6 +32,9 @@ MAX_QUESTION_CHARS = 1000
 MAX_OPTION_CHARS = 300
 MAX_OPTIONS = 10
 THUMBNAIL_HEIGHT = 72
+TEXT_MEMO_ENTRIES = 10_000
+"""Question strings whose token states a Predictor keeps (float16, at most 64 x 384 values each, so
+at most about 0.5 GB); a public server sees an endless stream of new questions."""
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +219,7 @@ class Predictor:
         with self._lock:
             if self._text is None:
                 self._text = checkpoint_text_features(self.loaded, self.device)
+                self._text.max_entries = TEXT_MEMO_ENTRIES
             return self._text
 
     @property
