@@ -326,7 +326,9 @@ class VideoWorkerPool:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self._max_workers = max_workers
-        self._tmpdir = tempfile.mkdtemp(prefix="glance_focus_video_", dir=_scratch_root(max_workers))
+        root = _scratch_root(max_workers)
+        _remove_orphaned_scratch(root or tempfile.gettempdir())
+        self._tmpdir = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}_", dir=root)
         self._workers: list[_Worker] = []  # all live workers, idle or busy
         self._idle: list[_Worker] = []
         self._closed = False
@@ -437,6 +439,34 @@ class VideoWorkerPool:
             else:
                 self._idle.append(worker)
             self._cond.notify()
+
+
+_SCRATCH_PREFIX = "glance_focus_video_"
+
+
+def _remove_orphaned_scratch(root: str) -> None:
+    """Delete the scratch folders that pools of processes no longer alive left in ``root``.
+
+    A pool removes its folder when it closes or its process exits, but not when the process is
+    killed (SIGKILL, the OOM killer); in ``/dev/shm`` the frames of the requests it was serving
+    would then hold RAM until reboot. Folders are named ``glance_focus_video_<pid>_<random>``.
+    """
+    with contextlib.suppress(OSError):
+        for name in os.listdir(root):
+            owner = name[len(_SCRATCH_PREFIX) :].split("_", 1)[0]
+            if not (name.startswith(_SCRATCH_PREFIX) and owner.isdigit()) or _process_exists(int(owner)):
+                continue
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _scratch_root(max_workers: int) -> str | None:

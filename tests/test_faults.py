@@ -31,6 +31,7 @@ from glance_focus.feature_cache import FeatureCache, FeatureKey
 from glance_focus.model import GlanceFocus
 from glance_focus.pipeline import Predictor
 from glance_focus.synthetic import generate
+from glance_focus.video import VideoWorkerPool
 from tests.test_checkpoint import make_info
 from tests.test_pipeline import make_checkpoint, sample_video
 from tests.tiny import tiny_config
@@ -247,3 +248,28 @@ def test_out_of_memory_on_the_cpu_is_not_retried(checkpoint: Path, monkeypatch: 
     with pytest.raises(torch.OutOfMemoryError):
         predictor.predict_features(torch.zeros(8, 512), "Which?", ["one", "two"], duration_s=4)
     assert full.calls == 1 and predictor._cpu_fallback is None
+
+
+# ----------------------------------------------------------------------------------------------
+# A serving process killed outright
+
+
+def test_scratch_folder_of_a_killed_server_is_removed_by_the_next_pool() -> None:
+    """Decoded frames pass through a scratch folder (in RAM, /dev/shm, when it has room); a SIGKILL
+    leaves it behind, and the next pool on the machine removes it."""
+    code = (
+        "from glance_focus.video import VideoWorkerPool; p = VideoWorkerPool(1); print(p._tmpdir, flush=True); input()"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", code], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    scratch = Path(server.stdout.readline().strip())
+    (scratch / "frames.npy").write_bytes(bytes(1000))  # a request in flight
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    assert scratch.is_dir()
+    with VideoWorkerPool(max_workers=1) as pool:
+        assert not scratch.exists()
+        assert Path(pool._tmpdir).is_dir(), "a live pool's folder is kept"
+        with VideoWorkerPool(max_workers=1):  # another pool, while this process is alive
+            assert Path(pool._tmpdir).is_dir()
