@@ -50,14 +50,15 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("hostile")
     checkpoints, examples, _ = demo_assets(root)
-    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(root / "cached_examples"))
-    models = app.Models(checkpoints, device="cpu", cache_dir=root / "features")
-    demo = app.build_app(models, examples)
-    try:
-        _, url, _ = app.launch(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
-        yield Server(url, Client(url, verbose=False), models, sample_video("bikes.mp4"))
-    finally:
-        demo.close()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_EXAMPLES_CACHE", str(root / "cached_examples"))
+        models = app.Models(checkpoints, device="cpu", cache_dir=root / "features")
+        demo = app.build_app(models, examples)
+        try:
+            _, url, _ = app.launch(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+            yield Server(url, Client(url, verbose=False), models, sample_video("bikes.mp4"))
+        finally:
+            demo.close()
 
 
 def predict(server: Server, video: Path, question: str = "What happens?", options: str = GOOD_OPTIONS) -> dict:
