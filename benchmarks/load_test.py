@@ -315,8 +315,12 @@ def concurrent_phase(
     threads = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(clients)]
     for thread in threads:
         thread.start()
+    end = time.monotonic() + timeout_s * (per_client + 1)
     for thread in threads:
-        thread.join(timeout=timeout_s * (per_client + 1))
+        thread.join(timeout=max(0.0, end - time.monotonic()))
+    with tally.lock:
+        missing = clients * per_client - len(tally.outcomes)
+        tally.outcomes += [Outcome("failed", timeout_s, "session did not finish")] * missing
     return tally
 
 
