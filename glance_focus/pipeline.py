@@ -33,8 +33,8 @@ MAX_OPTION_CHARS = 300
 MAX_OPTIONS = 10
 THUMBNAIL_HEIGHT = 72
 TEXT_MEMO_ENTRIES = 10_000
-"""Question strings whose token states a Predictor keeps (float16, at most 64 x 384 values each, so
-at most about 0.5 GB); a public server sees an endless stream of new questions."""
+"""Question strings whose token states a Predictor keeps (float16; with MiniLM's 384-d tokens and 64
+tokens at most 49 KB each, about 0.5 GB in all); a public server sees an endless stream of new questions."""
 
 log = logging.getLogger(__name__)
 
