@@ -125,7 +125,9 @@ def main() -> int:
         for i in range(args.extract_videos):
             copies[f"v{i}"] = work / f"copy{i}.mp4"
             shutil.copy(video, copies[f"v{i}"])
-        result = extract_features(copies, work / "features.safetensors", encoder, args.frames, workers=1, progress=False)
+        result = extract_features(
+            copies, work / "features.safetensors", encoder, args.frames, workers=1, progress=False
+        )
         clip_fps = args.frames / clip_s
         device_name = torch.cuda.get_device_name() if encoder.device.type == "cuda" else platform.processor() or "cpu"
         report = {
@@ -149,8 +151,10 @@ def main() -> int:
         print(f"CLIP forward ({args.frames} frames): {clip_s:.3f} s  ({clip_fps:.1f} frames/s, {encoder.precision})")
         print(f"predict, new video:              {e2e_s:.3f} s  ({report['e2e_over_clip']} x CLIP)")
         print(f"predict, cached video:           {hit_s:.4f} s")
-        print(f"extract_features:                {result.frames_per_second:.1f} frames/s "
-              f"({report['extract_over_clip']} x CLIP-only)")
+        print(
+            f"extract_features:                {result.frames_per_second:.1f} frames/s "
+            f"({report['extract_over_clip']} x CLIP-only)"
+        )
         print(json.dumps(report))
     finally:
         shutil.rmtree(work, ignore_errors=True)
