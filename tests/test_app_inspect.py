@@ -1,0 +1,150 @@
+"""The app's Inspect tab: its handlers called directly on a tiny STAR-layout dataset and a converted
+reference checkpoint (the helpers of ``test_inspection.py``), and the page building with the tab."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pytest
+from matplotlib.figure import Figure
+
+import app
+from glance_focus.inspection import TABLE_COLUMNS, DataSource, filter_rows, overview, table
+from glance_focus.reference import convert_reference_to_checkpoint
+from tests.test_inspection import CLASSES, NUM_FRAMES, reference_state, write_star_dataset
+
+
+@pytest.fixture(scope="module")
+def inspector(tmp_path_factory: pytest.TempPathFactory) -> app.Inspector:
+    base = tmp_path_factory.mktemp("inspect-tab")
+    data = base / "star"
+    write_star_dataset(data)
+    models_dir = base / "models"
+    convert_reference_to_checkpoint(
+        reference_state(),
+        models_dir / "star-ref",
+        CLASSES,
+        frame_encoder="unknown",
+        text_encoder="minilm",
+        num_frames=NUM_FRAMES,
+        num_heads=4,
+        metadata={"dataset": "star"},
+    )
+    models = app.Models([models_dir], device="cpu")
+    sources = [DataSource("star-tiny", "star", data, ("val",))]
+    return app.Inspector(models, sources, base / "runs", base / "work")
+
+
+@pytest.fixture(scope="module")
+def ran(inspector: app.Inspector) -> tuple[Any, ...]:
+    reports: list[tuple[float, str]] = []
+    outputs = inspector.run("star-ref", "star-tiny", "val", lambda f, m: reports.append((f, m)))
+    assert reports and reports[-1][0] == 1.0
+    return outputs
+
+
+def _key(ran: tuple[Any, ...]) -> list[str]:
+    return ran[0]
+
+
+def test_run_shows_the_runs_metrics(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+    key, summary, by_type, accuracy_fig, errors_fig, types, classes, listing, ids, count = ran
+    assert key == ["star-ref", "star-tiny", "val"]
+    run = inspector.get_run(key)
+    metrics = run.metrics
+    assert f"**{metrics['accuracy']:.1%}**" in summary and f"over {metrics['num_questions']} questions" in summary
+    assert f"event span mIoU: {metrics['span_miou']:.3f}" in summary
+    assert {r[0]: r[3] for r in by_type} == {k: round(v, 4) for k, v in metrics["accuracy_by_type"].items()}
+    view = overview(run)
+    assert sum(r[2] for r in by_type) == view.num_errors
+    assert isinstance(accuracy_fig, Figure) and isinstance(errors_fig, Figure)
+    assert types["choices"] == [("all", app.ALL), *run.question_types]
+    assert classes["choices"] == [("all", app.ALL), *run.gt_event_classes]
+    assert listing == {"data": table(run.rows), "headers": list(TABLE_COLUMNS)}
+    assert ids["choices"] == [r.question_id for r in run.rows]
+    assert count == f"{len(run.rows)} of {len(run.rows)} questions"
+
+
+def test_second_run_comes_from_the_cache(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+    again = inspector.run("star-ref", "star-tiny", "val")
+    assert "read from the cache" in again[1]
+    assert inspector.get_run(again[0]).from_cache
+
+
+def test_filter_to_wrong_answers(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+    run = inspector.get_run(_key(ran))
+    listing, ids, count = inspector.filter(_key(ran), True, app.ALL, app.ALL, 0.0, 1.0, "")
+    wrong = [r for r in run.rows if r.correct is False]
+    assert wrong and [row[0] for row in listing["data"]] == [r.question_id for r in wrong]
+    assert all(row[5] is False for row in listing["data"])
+    assert count == f"{len(wrong)} of {len(run.rows)} questions"
+    listing, _, _ = inspector.filter(_key(ran), False, "Sequence", "Opening a door", 0.0, 1.0, "")
+    expected = filter_rows(run, question_type="Sequence", gt_event_class="Opening a door")
+    assert [row[0] for row in listing["data"]] == [r.question_id for r in expected]
+    with pytest.raises(gr.Error):
+        inspector.filter(_key(ran), False, app.ALL, app.ALL, 0.9, 0.1, "")
+
+
+def test_selecting_a_row_shows_the_question_and_figures(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+    run = inspector.get_run(_key(ran))
+    event = gr.SelectData(None, {"index": [0, 2], "value": "x", "row_value": list(table(run.rows)[0])})
+    question_id = inspector.selected_id(event)
+    assert question_id == run.rows[0].question_id == "Interaction_T1_0"
+    detail, options, timeline, attention, video = inspector.show(_key(ran), question_id)
+    row = run.row(question_id)
+    assert row.question in detail and row.predicted in detail
+    assert [o[0] for o in options] == list(row.choices)
+    assert [o[1] for o in options] == [round(p, 4) for p in row.probabilities]
+    assert any("predicted" in o[2] for o in options) and any("correct" in o[2] for o in options)
+    assert isinstance(timeline, Figure) and isinstance(attention, Figure)
+    assert video["visible"] and Path(video["value"]).read_bytes() == b"not decoded by these tests"
+    assert Path(video["value"]).is_relative_to(inspector.work_dir)
+    no_video = inspector.show(_key(ran), "Sequence_T2_1")[4]  # 4OKDR has no file
+    assert no_video == {"__type__": "update", "value": None, "visible": False}
+    with pytest.raises(gr.Error, match="not in this run"):
+        inspector.show(_key(ran), "no-such-question")
+
+
+def test_export_csv_and_json(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+    filters = (True, app.ALL, app.ALL, 0.0, 1.0, "")
+    wrong = [r.question_id for r in inspector.filtered(_key(ran), *filters)]
+    csv_path = Path(inspector.export(_key(ran), ".csv", *filters))
+    json_path = Path(inspector.export(_key(ran), ".json", *filters))
+    for path in (csv_path, json_path):
+        assert path.is_relative_to(inspector.work_dir)
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        assert [r["question_id"] for r in csv.DictReader(f)] == wrong
+    assert [r["question_id"] for r in json.loads(json_path.read_text())] == wrong
+    with pytest.raises(gr.Error):
+        inspector.export(_key(ran), ".txt", *filters)
+
+
+def test_errors_are_messages(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+    with pytest.raises(gr.Error, match="has no split"):
+        inspector.run("star-ref", "star-tiny", "../../etc")
+    with pytest.raises(gr.Error, match="unknown dataset"):
+        inspector.run("star-ref", "/tmp", "val")
+    with pytest.raises(gr.Error, match="listed models"):
+        inspector.run("nope", "star-tiny", "val")
+    with pytest.raises(gr.Error, match="Press Run"):
+        inspector.filter(None, False, app.ALL, app.ALL, 0.0, 1.0, "")
+    assert inspector.splits("star-tiny") == {"__type__": "update", "choices": ["val"], "value": "val"}
+
+
+def test_the_page_has_an_inspect_tab_whose_events_are_private(inspector: app.Inspector, tmp_path: Path) -> None:
+    page = app.build_app(inspector.models, (), inspector.sources, tmp_path / "runs")
+    labels = [getattr(block, "label", None) for block in page.blocks.values() if isinstance(block, gr.Tab)]
+    assert labels == ["Ask a question", "Inspect"]
+    dropdown = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "inspect-dataset")
+    assert [v for _, v in dropdown.choices] == ["star-tiny"]
+    api = page.get_api_info()["named_endpoints"]
+    assert list(api) == ["/predict"]
+
+
+def test_data_argument() -> None:
+    assert app.parse_args(["--data", "a=/x", "--data", "b=/y"]).data == ["a=/x", "b=/y"]
+    assert app.parse_args([]).data == []
