@@ -81,6 +81,7 @@ def test_filter_to_wrong_answers(inspector: app.Inspector, ran: tuple[Any, ...])
     wrong = [r for r in run.rows if r.correct is False]
     assert wrong and [row[0] for row in listing["data"]] == [r.question_id for r in wrong]
     assert all(row[5] is False for row in listing["data"])
+    assert ids["choices"] == [r.question_id for r in wrong]
     assert count == f"{len(wrong)} of {len(run.rows)} questions"
     listing, _, _ = inspector.filter(_key(ran), False, "Sequence", "Opening a door", 0.0, 1.0, "")
     expected = filter_rows(run, question_type="Sequence", gt_event_class="Opening a door")
