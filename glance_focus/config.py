@@ -13,6 +13,21 @@ Task = Literal["multiple_choice", "open_ended"]
 SpanFormat = Literal["se", "cw"]
 
 
+# Sane bounds for every size, so a hostile or corrupt config.json cannot ask for absurd allocations.
+_SIZE_BOUNDS = {
+    "feature_dim": (1, 65536),
+    "d_model": (1, 16384),
+    "num_heads": (1, 512),
+    "ffn_dim": (1, 131072),
+    "num_encoder_layers": (1, 64),
+    "num_decoder_layers": (1, 64),
+    "num_memory_prompts": (1, 1024),
+    "num_event_classes": (1, 100_000),
+    "text_hidden_size": (1, 65536),
+    "answer_vocab_size": (0, 1_000_000),
+}
+
+
 @dataclass(frozen=True)
 class GlanceFocusConfig:
     """Architecture of a Glance-Focus model.
@@ -61,10 +76,16 @@ class GlanceFocusConfig:
     """Reference: the answer head reads the QA query from the first decoder layer."""
 
     def __post_init__(self) -> None:
+        for name, (low, high) in _SIZE_BOUNDS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        for name in ("dropout", "text_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
-        if self.num_memory_prompts < 1:
-            raise ValueError("num_memory_prompts must be >= 1")
         if self.task not in ("multiple_choice", "open_ended"):
             raise ValueError(f"unknown task {self.task!r}")
         if self.task == "open_ended" and self.answer_vocab_size < 1:

@@ -366,12 +366,6 @@ def test_paths_and_urls_in_the_video_field_are_never_read_or_fetched(
 # covered by tests/test_checkpoint.py and tests/test_reference_conversion.py)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(RuntimeError, TypeError, ZeroDivisionError),
-    reason="GlanceFocusConfig does not validate sizes and types, and load_checkpoint does not turn the "
-    "resulting errors into CheckpointError (see docs/hardening.md, open items)",
-)
 @pytest.mark.parametrize(
     "field,value",
     [
