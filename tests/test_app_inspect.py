@@ -15,7 +15,18 @@ from matplotlib.figure import Figure
 import app
 from glance_focus.inspection import TABLE_COLUMNS, DataSource, filter_rows, overview, table
 from glance_focus.reference import convert_reference_to_checkpoint
+from tests.test_app import free_port
 from tests.test_inspection import CLASSES, NUM_FRAMES, reference_state, write_star_dataset
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +160,36 @@ def test_the_page_has_an_inspect_tab_whose_events_are_private(inspector: app.Ins
 def test_data_argument() -> None:
     assert app.parse_args(["--data", "a=/x", "--data", "b=/y"]).data == ["a=/x", "b=/y"]
     assert app.parse_args([]).data == []
+
+
+# ----------------------------------------------------------------------------------------------
+# In a browser
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium is not installed")
+def test_in_a_browser_run_filter_wrong_and_open_one(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    page_app = app.build_app(inspector.models, (), inspector.sources, inspector.cache_dir)
+    wrong = [r for r in inspector.get_run(_key(ran)).rows if r.correct is False]
+    try:
+        _, url, _ = app.launch(page_app, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(url, wait_until="load")
+            page.get_by_role("tab", name="Inspect").click()
+            page.locator("#inspect-run").click()
+            page.locator("#inspect-overview").get_by_text("Accuracy: ", exact=False).first.wait_for()
+            page.locator("#inspect-count").get_by_text("20 of 20 questions").wait_for()
+            page.locator("#inspect-wrong input").check()
+            page.locator("#inspect-count").get_by_text(f"{len(wrong)} of 20 questions").wait_for()
+            page.locator("#inspect-table [role=gridcell]").nth(1).click()  # first row, second column
+            page.locator("#inspect-detail").get_by_text(wrong[0].question_id, exact=False).wait_for()
+            image = page.locator("#inspect-timeline img")
+            image.wait_for()
+            assert image.evaluate("img => img.complete && img.naturalWidth > 200")
+            browser.close()
+    finally:
+        page_app.close()
