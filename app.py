@@ -881,13 +881,27 @@ def build_inspect_tab(models: Models, inspector: Inspector) -> None:
     listing = [rows, question_id, count]
 
     def run_fn(model_name, dataset_name, split_name, progress: gr.Progress = gr.Progress()):  # noqa: B008
-        return inspector.run(model_name, dataset_name, split_name, progress)
+        """Run, then clear the filters (the table lists every question of the new run)."""
+        return (*inspector.run(model_name, dataset_name, split_name, progress), False, 0.0, 1.0, "")
 
     dataset.change(inspector.splits, dataset, split, api_visibility="private", queue=False)
     run_button.click(
         run_fn,
         [model, dataset, split],
-        [key, summary, by_type, accuracy_plot, errors_plot, question_type, gt_class, *listing],
+        [
+            key,
+            summary,
+            by_type,
+            accuracy_plot,
+            errors_plot,
+            question_type,
+            gt_class,
+            *listing,
+            wrong_only,
+            low,
+            high,
+            search,
+        ],
         api_visibility="private",
         concurrency_id="inspection",
         concurrency_limit=1,
