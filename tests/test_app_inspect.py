@@ -168,9 +168,12 @@ def test_data_argument() -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium is not installed")
-def test_in_a_browser_run_filter_wrong_and_open_one(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+def test_in_a_browser_run_filter_wrong_and_open_one(
+    inspector: app.Inspector, ran: tuple[Any, ...], tmp_path: Path
+) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    page_app = app.build_app(inspector.models, (), inspector.sources, inspector.cache_dir)
+    # a fresh run folder: Run computes (with its progress bar) rather than reading the stored run
+    page_app = app.build_app(inspector.models, (), inspector.sources, tmp_path / "runs")
     wrong = [r for r in inspector.get_run(_key(ran)).rows if r.correct is False]
     try:
         _, url, _ = app.launch(page_app, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
