@@ -982,7 +982,8 @@ def build_app(
         data_sources({}) if sources is None else sources,
         inspection_dir or default_inspection_dir(),
     )
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    # delete_cache: uploads older than an hour are removed every 30 minutes (else they stay until restart).
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(1800, 3600)) as app:
         gr.Markdown(INTRO)
         with gr.Tab("Ask a question"):  # tabs side by side; another tool is one more `with gr.Tab(...)`
             build_demo_tab(models, examples)
