@@ -64,7 +64,9 @@ def page(browser, site: Site) -> Iterator:
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(site.url, wait_until="networkidle")
+    # "load", then the upload box: the page keeps a connection open (queue heartbeat), so it never goes network-idle.
+    page.goto(site.url, wait_until="load")
+    page.locator("#video").wait_for(state="visible")
     yield page
     context.close()
 
