@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -309,27 +309,13 @@ class Predictor:
         features, times, thumbs, summary, timings = self.video_features(video, num_frames)
         duration = summary.duration_s if summary is not None else float(times[-1]) if len(times) else 0.0
         result = self.predict_features(features, question, options, duration_s=duration, frame_times_s=times)
-        total = time.perf_counter() - started
-        timings = Timings(
-            hash=timings.hash,
-            probe_decode=timings.probe_decode,
-            image_encoder=timings.image_encoder,
+        timings = replace(
+            timings,
             text_encoder=result.timings.text_encoder,
             model=result.timings.model,
-            total=total,
-            feature_cache_hit=timings.feature_cache_hit,
+            total=time.perf_counter() - started,
         )
-        return Prediction(
-            answer=result.answer,
-            answer_index=result.answer_index,
-            options=result.options,
-            probabilities=result.probabilities,
-            events=result.events,
-            attention=result.attention,
-            timings=timings,
-            video=summary,
-            thumbnails=thumbs,
-        )
+        return replace(result, timings=timings, video=summary, thumbnails=thumbs)
 
     def predict_features(
         self,
