@@ -328,7 +328,3 @@ class GlanceFocus(nn.Module):
         sorted_prompts, order = self.sort_memory_prompts(glance)
         focus = self.focus(frames, frame_padding, sorted_prompts, text_hidden, text_padding)
         return GlanceFocusOutput(glance=glance, sort_order=order, sorted_memory_prompts=sorted_prompts, focus=focus)
-
-
-def build_model(config: GlanceFocusConfig) -> GlanceFocus:
-    return GlanceFocus(config)
