@@ -319,6 +319,26 @@ def test_answers_true_and_distractors_false(qtype: str) -> None:
     assert checked >= 240
 
 
+def test_more_questions_per_type_keep_the_first_round_and_are_distinct_and_true() -> None:
+    sequence_counts = []
+    for i, scene in enumerate(_scenes(60)):
+        first, last = render_frames(scene, CONFIG, np.array([0, scene.num_frames - 1]))
+        actions = [e.cls.description for e in scene.events]
+        single = make_questions(scene, CONFIG, video_rng(11, "oracle", i, stream=1))
+        several = make_questions(scene, CONFIG, video_rng(11, "oracle", i, stream=1), per_type=6)
+        assert [q for q in several if q.variant == 0] == single
+        keys = [(q.question_type, q.question, q.options[q.answer]) for q in several]
+        assert len(keys) == len(set(keys))
+        for qtype in QUESTION_TYPES:
+            variants = [q.variant for q in several if q.question_type == qtype]
+            assert variants == list(range(len(variants))) and len(variants) <= 6
+        for q in several:
+            record = {"question": q.question, "options": list(q.options), "answer": q.answer}
+            _check_question({**record, "question_type": q.question_type}, actions, first, last)
+        sequence_counts.append(sum(q.question_type == "Sequence" for q in several))
+    assert np.mean(sequence_counts) >= 2.5, "several distinct Sequence questions per video"
+
+
 # --- command line ------------------------------------------------------------------------------------
 
 
@@ -348,3 +368,9 @@ def test_cli_single_split(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "meta.json").read_text())["splits"].keys() == {"test"}
     rerun = subprocess.run(command, capture_output=True, text=True, check=True)
     assert "(0 rendered now)" in rerun.stdout
+    single_ids = [q["question_id"] for q in _read_split(tmp_path, "test")]
+
+    subprocess.run([*command, "--questions-per-type", "4"], capture_output=True, text=True, check=True)
+    ids = [q["question_id"] for q in _read_split(tmp_path, "test")]
+    assert len(ids) == len(set(ids)) > len(single_ids) and set(single_ids) <= set(ids)
+    assert json.loads((tmp_path / "meta.json").read_text())["splits"]["test"]["questions_per_type"] == 4

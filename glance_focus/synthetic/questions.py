@@ -1,7 +1,8 @@
 """STAR-style multiple-choice questions about a synthetic scene.
 
 Four question types, the closest analogues of STAR's in this world (one question of each per
-video; four options, exactly one true):
+video, or up to K for a training split — see :func:`make_questions`; four options, exactly one
+true):
 
 - **Interaction** (STAR: "What did the person do with the <object>?") →
   T1 "What happened to the <colour> object?" — an event of that object's lifetime (from its
@@ -41,13 +42,15 @@ NUM_OPTIONS = 4
 
 @dataclass(frozen=True)
 class Question:
-    """One multiple-choice question; ``options[answer]`` is the true one."""
+    """One multiple-choice question; ``options[answer]`` is the true one. ``variant`` numbers the
+    questions of one type asked about the same video (0 for the first)."""
 
     question_type: str
     template: int
     question: str
     options: tuple[str, ...]
     answer: int
+    variant: int = 0
 
 
 @dataclass(frozen=True)
@@ -230,21 +233,33 @@ _GENERATORS: dict[str, Callable[[Scene, Sequence[EventClass], WorldConfig, np.ra
 }
 
 
-def make_questions(scene: Scene, config: WorldConfig, rng: np.random.Generator) -> list[Question]:
-    """One question of each type (where the scene allows it), in ``QUESTION_TYPES`` order.
+def make_questions(scene: Scene, config: WorldConfig, rng: np.random.Generator, per_type: int = 1) -> list[Question]:
+    """Questions about ``scene``: up to ``per_type`` of each type, grouped by type in
+    ``QUESTION_TYPES`` order.
 
-    The answer positions of a video's questions are a random permutation of ``0..3``, so over a
-    split every position is equally frequent (exactly, when every type is present).
+    The questions are drawn in ``per_type`` rounds of one question per type (where the scene
+    allows it); a draw that repeats an earlier (question, answer) of its type is dropped, so a
+    scene with few possible questions yields fewer. The first round does not depend on
+    ``per_type``. In each round the answer positions are a random permutation of ``0..3``, so
+    over a split every position is about equally frequent (exactly, with one round and every type
+    present). More rounds give a training split more supervision per video at no extra video or
+    feature-extraction cost.
     """
     vocab = build_vocabulary(config)
-    positions = rng.permutation(NUM_OPTIONS)
-    questions = []
-    for qtype, position in zip(QUESTION_TYPES, positions, strict=True):
-        made = _GENERATORS[qtype](scene, vocab, config, rng)
-        if made is None:
-            continue
-        template, text, answer, distractors = made
-        options = [distractors[i] for i in rng.permutation(len(distractors))]
-        options.insert(int(position), answer.text)
-        questions.append(Question(qtype, template, text, tuple(options), int(position)))
-    return questions
+    by_type: dict[str, list[Question]] = {qtype: [] for qtype in QUESTION_TYPES}
+    asked: set[tuple[str, str, str]] = set()
+    for _ in range(per_type):
+        positions = rng.permutation(NUM_OPTIONS)
+        for qtype, position in zip(QUESTION_TYPES, positions, strict=True):
+            made = _GENERATORS[qtype](scene, vocab, config, rng)
+            if made is None:
+                continue
+            template, text, answer, distractors = made
+            options = [distractors[i] for i in rng.permutation(len(distractors))]
+            options.insert(int(position), answer.text)
+            if (qtype, text, answer.text) in asked:
+                continue
+            asked.add((qtype, text, answer.text))
+            variant = len(by_type[qtype])
+            by_type[qtype].append(Question(qtype, template, text, tuple(options), int(position), variant))
+    return [question for qtype in QUESTION_TYPES for question in by_type[qtype]]

@@ -37,12 +37,13 @@ SPLIT_FRACTIONS: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), 
 @dataclass(frozen=True)
 class SplitSummary:
     """What :func:`generate` made for one split: counts of videos (rendered now / already there) and
-    questions per type."""
+    questions per type (and the most asked of each type per video)."""
 
     split: str
     num_videos: int
     rendered: int
     questions_by_type: dict[str, int]
+    questions_per_type: int = 1
 
 
 def split_sizes(num_videos: int) -> dict[str, int]:
@@ -62,9 +63,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def question_record(question: Question, scene: Scene) -> dict[str, object]:
-    """One ``{split}.jsonl`` line; the id's prefix is the type, as in STAR."""
+    """One ``{split}.jsonl`` line; the id's prefix is the type, as in STAR (a question after the
+    first of its type about a video gets its variant number as a suffix)."""
+    suffix = f"_{question.variant}" if question.variant else ""
     return {
-        "question_id": f"{question.question_type}_T{question.template}_{scene.video_id}",
+        "question_id": f"{question.question_type}_T{question.template}_{scene.video_id}{suffix}",
         "question": question.question,
         "options": list(question.options),
         "answer": question.answer,
@@ -126,6 +129,7 @@ def generate(
     split: str | None = None,
     workers: int = 1,
     config: WorldConfig | None = None,
+    questions_per_type: int = 1,
 ) -> list[SplitSummary]:
     """Make (or complete) a dataset: videos, questions, events and the shared files.
 
@@ -138,6 +142,9 @@ def generate(
             ``syn_{split}_{index:05d}``.
         workers: processes rendering videos.
         config: the world; the default world if None.
+        questions_per_type: questions of each type asked about each video, at most (see
+            :func:`~glance_focus.synthetic.questions.make_questions`); more than 1 is meant for
+            training splits.
 
     Returns:
         One :class:`SplitSummary` per split made.
@@ -174,14 +181,16 @@ def generate(
         records = [
             question_record(question, scene)
             for index, scene in enumerate(split_scenes)
-            for question in make_questions(scene, config, video_rng(seed, name, index, stream=1))
+            for question in make_questions(
+                scene, config, video_rng(seed, name, index, stream=1), questions_per_type
+            )
         ]
         atomic_write_text(root / "txt_db" / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         events = {key: value for key, value in events.items() if not key.startswith(f"syn_{name}_")}
         events.update({scene.video_id: events_record(scene) for scene in split_scenes})
         by_type = Counter(record["question_type"] for record in records)
         summaries.append(
-            SplitSummary(name, len(split_scenes), len(jobs[name]), {t: by_type[t] for t in QUESTION_TYPES})
+            SplitSummary(name, len(split_scenes), len(jobs[name]), {t: by_type[t] for t in QUESTION_TYPES}, questions_per_type)
         )
     atomic_write_text(root / "txt_db" / "events.json", json.dumps(events, sort_keys=True) + "\n")
     mapping = "".join(f"{cls.action_id} {cls.description}\n" for cls in build_vocabulary(config))
@@ -199,6 +208,7 @@ def _write_meta(root: Path, meta: dict, config: WorldConfig, seed: int, summarie
             "num_videos": summary.num_videos,
             "num_questions": sum(summary.questions_by_type.values()),
             "questions_by_type": summary.questions_by_type,
+            "questions_per_type": summary.questions_per_type,
         }
     meta = {
         "generator": "glance_focus.synthetic",
