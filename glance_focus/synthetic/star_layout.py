@@ -181,16 +181,16 @@ def generate(
         records = [
             question_record(question, scene)
             for index, scene in enumerate(split_scenes)
-            for question in make_questions(
-                scene, config, video_rng(seed, name, index, stream=1), questions_per_type
-            )
+            for question in make_questions(scene, config, video_rng(seed, name, index, stream=1), questions_per_type)
         ]
         atomic_write_text(root / "txt_db" / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
         events = {key: value for key, value in events.items() if not key.startswith(f"syn_{name}_")}
         events.update({scene.video_id: events_record(scene) for scene in split_scenes})
         by_type = Counter(record["question_type"] for record in records)
         summaries.append(
-            SplitSummary(name, len(split_scenes), len(jobs[name]), {t: by_type[t] for t in QUESTION_TYPES}, questions_per_type)
+            SplitSummary(
+                name, len(split_scenes), len(jobs[name]), {t: by_type[t] for t in QUESTION_TYPES}, questions_per_type
+            )
         )
     atomic_write_text(root / "txt_db" / "events.json", json.dumps(events, sort_keys=True) + "\n")
     mapping = "".join(f"{cls.action_id} {cls.description}\n" for cls in build_vocabulary(config))
