@@ -203,6 +203,19 @@ def test_no_file_outside_the_upload_cache_is_served(served: Served) -> None:
         assert response.status_code in (403, 404), path
 
 
+def test_repeated_api_requests_leave_no_new_file_in_the_upload_cache(served: Served, bikes: Path) -> None:
+    from gradio.utils import get_upload_folder
+
+    def files() -> list[Path]:
+        return sorted(p for p in Path(get_upload_folder()).rglob("*") if p.is_file())
+
+    _predict(served, bikes, "What happens?", "a bike passes\nit rains")  # the upload itself is cached
+    before = files()
+    for question in ("Does it rain?", "Is it day?", "What moves?"):
+        _predict(served, bikes, question, "yes\nno")
+    assert files() == before
+
+
 def test_serving_settings(served: Served) -> None:
     config = httpx.get(f"{served.url}config").json()
     assert config["max_file_size"] == app.MAX_UPLOAD_BYTES
