@@ -937,27 +937,24 @@ def build_inspect_tab(models: Models, inspector: Inspector) -> None:
     json_button.click(export_json, [key, *filters], export_file, api_visibility="private")
 
 
-class UploadedFile(gr.File):
+def uploaded_file_input(label: str, file_types: list[str]) -> gr.File:
     """A ``gr.File`` input that passes the uploaded file's path on, and nothing else.
 
     ``gr.File(type="filepath")`` in gradio 6 also creates an empty, never-used temporary file in
-    the upload cache on every request; under load that is one stray file per API call. This input
-    checks the file type the same way and returns the upload's own path (which gradio's cache
-    sweep owns). It keeps the block name ``file`` so the browser and ``gradio_client`` treat it
-    as a ``gr.File``.
+    the upload cache on every request; under load that is one stray file per API call. This
+    input checks the file type the same way and returns the upload's own path (which gradio's
+    cache sweep owns). The method is replaced on the instance: a ``gr.File`` subclass would make
+    gradio write an ``app.pyi`` stub beside this file at import time.
     """
+    component = gr.File(label=label, file_types=file_types, type="filepath")
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(type="filepath", **kwargs)
-
-    def _process_single_file(self, f: FileData) -> NamedString:
-        """The upload's path as gradio's ``NamedString``, after the file-type check."""
-        if self.file_types and not is_valid_file(f.path, self.file_types):
-            raise GradioError(f"Invalid file type. Upload one of these formats: {', '.join(self.file_types)}")
+    def process_single_file(f: FileData) -> NamedString:
+        if not is_valid_file(f.path, file_types):
+            raise GradioError(f"Invalid file type. Upload one of these formats: {', '.join(file_types)}")
         return NamedString(f.path)
 
-    def get_block_name(self) -> str:
-        return "file"
+    component._process_single_file = process_single_file
+    return component
 
 
 def build_api(models: Models) -> None:
@@ -979,7 +976,7 @@ def build_api(models: Models) -> None:
         return answerer(models.default, video, question, options).to_json()
 
     with gr.Column(visible=False):
-        api_video = UploadedFile(label="video", file_types=VIDEO_EXTENSIONS)
+        api_video = uploaded_file_input("video", VIDEO_EXTENSIONS)
         api_question = gr.Textbox(label="question")
         api_options = gr.Textbox(label="options", lines=4)
         api_result = gr.JSON(label="result")

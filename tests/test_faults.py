@@ -130,7 +130,7 @@ def test_extraction_on_a_full_disk_fails_clearly_and_leaves_no_partial_file(data
         preexec_fn=_limit_file_size(100_000),
     )
     assert done.returncode != 0
-    assert "File too large" in done.stderr.strip().splitlines()[-1]
+    assert "File too large" in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temporary file left beside it"
     parts = out.with_name(out.name + ".parts")
@@ -140,6 +140,18 @@ def test_extraction_on_a_full_disk_fails_clearly_and_leaves_no_partial_file(data
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert json.loads(rerun.stdout.strip().splitlines()[-1])["splits"]["val"]["skipped_videos"] == NUM_VIDEOS
     assert len(FeatureStore(out).keys()) == NUM_VIDEOS
+
+
+def test_extraction_to_an_unwritable_place_fails_with_a_message(dataset: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    done = subprocess.run(
+        _extract_cmd(dataset, blocker / "val.safetensors"), env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: cannot write the features of val to ")
+    assert blocker.read_text() == "a file where the output folder should be"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 
 from glance_focus.data.registry import DATASETS, load_split
 from glance_focus.data.types import VIDEO_EXTENSIONS
@@ -89,14 +90,19 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((split_name, videos, out))
     summary = {}
     for name, videos, out in jobs:
-        result = extract_features(
-            videos, out, encoder, args.num_frames, workers=args.workers, rank=rank, world=world, progress=rank == 0
-        )
-        if world > 1:
-            dist.barrier()
-            if rank == 0:
-                assemble_features(videos, out, encoder, args.num_frames)
-            dist.barrier()
+        try:
+            result = extract_features(
+                videos, out, encoder, args.num_frames, workers=args.workers, rank=rank, world=world, progress=rank == 0
+            )
+            if world > 1:
+                dist.barrier()
+                if rank == 0:
+                    assemble_features(videos, out, encoder, args.num_frames)
+                dist.barrier()
+        except (OSError, SafetensorError) as exc:  # full disk, unwritable folder: finished videos stay
+            # A nonzero exit of one rank makes torchrun stop the others.
+            print(f"error: cannot write the features of {name} to {out}: {exc}", file=sys.stderr)
+            return 2
         summary[name] = {
             "file": str(out),
             "encoded_videos": result.encoded_videos,
