@@ -551,11 +551,6 @@ EVENT_QUALITY_NAMES = {
 }
 
 
-def default_inspection_dir() -> Path:
-    """Stored inspection runs: ``$XDG_CACHE_HOME/glance-focus/inspection`` (``~/.cache`` by default)."""
-    return default_cache_dir().parent / "inspection"
-
-
 @contextmanager
 def _user_errors(what: str) -> Iterator[None]:
     """The library's ``ValueError`` messages go to the person; anything else is logged."""
@@ -999,12 +994,12 @@ def build_app(
     """The whole page: the introduction, then one tab per tool, and the API.
 
     ``sources``: the datasets of the Inspect tab (default: the bundled synthetic split when present);
-    ``inspection_dir``: where its runs are stored (default: :func:`default_inspection_dir`).
+    ``inspection_dir``: where its runs are stored (default: ``inspection`` in :func:`default_cache_root`).
     """
     inspector = Inspector(
         models,
         data_sources({}) if sources is None else sources,
-        inspection_dir or default_inspection_dir(),
+        inspection_dir or default_cache_root() / "inspection",
     )
     # delete_cache: uploads older than an hour are removed every 30 minutes (else they stay until restart).
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(1800, 3600)) as app:
@@ -1056,9 +1051,10 @@ def launch(app: gr.Blocks, host: str | None, port: int | None, share: bool = Fal
     )
 
 
-def default_cache_dir() -> Path:
-    """Feature cache: ``$XDG_CACHE_HOME/glance-focus/features`` (``~/.cache`` by default)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glance-focus" / "features"
+def default_cache_root() -> Path:
+    """The app's cache: ``$XDG_CACHE_HOME/glance-focus`` (``~/.cache`` by default), holding the frame
+    features per video in ``features/`` and the Inspect tab's runs in ``inspection/``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glance-focus"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1074,7 +1070,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a checkpoint directory or a folder of them; repeatable (default: assets/models beside app.py)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder (default: ~/.cache/...)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache folder: frame features in DIR/features, Inspect runs in DIR/inspection "
+        "(default: ~/.cache/glance-focus)",
+    )
     parser.add_argument(
         "--data",
         action="append",
@@ -1091,10 +1093,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests
+    cache_root = args.cache_dir or default_cache_root()
     try:
-        models = Models(
-            args.checkpoint or [DEFAULT_MODELS], device=args.device, cache_dir=args.cache_dir or default_cache_dir()
-        )
+        models = Models(args.checkpoint or [DEFAULT_MODELS], device=args.device, cache_dir=cache_root / "features")
     except CheckpointError as exc:
         sys.exit(f"error: {exc}")
     if not models.choices:
@@ -1104,7 +1105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     examples = load_examples()
-    app = build_app(models, examples, sources)
+    app = build_app(models, examples, sources, inspection_dir=cache_root / "inspection")
     if _zero_gpu():
         warm_up(models, examples)
     else:
@@ -1115,7 +1116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _module_demo() -> gr.Blocks:
     """The page with the bundled model and examples (for ``gradio app.py`` and imports)."""
     try:
-        models = Models([DEFAULT_MODELS], cache_dir=default_cache_dir())
+        models = Models([DEFAULT_MODELS], cache_dir=default_cache_root() / "features")
     except CheckpointError:
         log.exception("bundled model unreadable")
         models = Models([])

@@ -148,7 +148,7 @@ class Server:
             "PYTHONUNBUFFERED": "1",
         }
         command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--checkpoint", str(checkpoint), "--device", "cpu", "--cache-dir", str(work / "features")]
+        command += ["--checkpoint", str(checkpoint), "--device", "cpu", "--cache-dir", str(work / "cache")]
         self.log = open(work / "server.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.peak_rss = 0

@@ -267,6 +267,26 @@ def test_command_line() -> None:
         app.main(["--checkpoint", str(ROOT / "tests")])
 
 
+def test_cache_dir_holds_the_feature_cache_and_the_inspection_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = {}
+
+    def build_app(models: app.Models, examples: object, sources: object, inspection_dir: Path) -> str:
+        built.update(features=models.cache_dir, inspection=inspection_dir)
+        return "page"
+
+    monkeypatch.setattr(app, "build_app", build_app)
+    monkeypatch.setattr(app, "warm_up", lambda *args: None)
+    monkeypatch.setattr(app, "launch", lambda page, *args: built.update(launched=page))
+    app.main(["--cache-dir", str(tmp_path / "cache"), "--device", "cpu"])
+    assert built == {
+        "features": tmp_path / "cache" / "features",
+        "inspection": tmp_path / "cache" / "inspection",
+        "launched": "page",
+    }
+
+
 def test_options_are_one_per_line() -> None:
     assert app.parse_options(" a \n\nb\n") == ["a", "b"]
     assert app.parse_options("  \n") is None and app.parse_options(None) is None
