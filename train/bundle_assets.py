@@ -6,7 +6,8 @@
 Writes ``assets/models/<name>/`` (config.json, model.safetensors; the test metrics are added to the
 config's metadata), ``assets/data/synthetic/`` (the validation split in the STAR layout with its
 videos and float16 features, for the app's Inspect tab) and ``assets/examples/`` (a few test videos
-with one question of each type, ``examples.json``). The model card is written by hand.
+with one question of each type, ``examples.json``). The model card is written by hand; an existing
+``MODEL_CARD.md`` is kept.
 """
 
 from __future__ import annotations
@@ -86,7 +87,12 @@ def main() -> None:
     if args.test_metrics:
         metadata["test"] = json.loads(args.test_metrics.read_text().strip().splitlines()[-1])
     info = loaded.info.__class__(**{**loaded.info.__dict__, "metadata": metadata})
-    save_checkpoint(args.out / "models" / args.name, loaded.model, info)
+    model_dir = args.out / "models" / args.name
+    card = model_dir / "MODEL_CARD.md"
+    card_text = card.read_text(encoding="utf-8") if card.is_file() else None
+    save_checkpoint(model_dir, loaded.model, info)  # replaces the directory
+    if card_text is not None:
+        card.write_text(card_text, encoding="utf-8")
     if not args.skip_data:
         copy_split(args.data, "val", args.out / "data" / "synthetic", loaded.info.frame_encoder)
         copy_examples(args.examples_data, args.examples_split, args.out / "examples", args.num_examples)
