@@ -255,6 +255,7 @@ def make_questions(scene: Scene, config: WorldConfig, rng: np.random.Generator, 
             if made is None:
                 continue
             template, text, answer, distractors = made
+            # The options are drawn even for a repeat, so each draw uses the random stream alike.
             options = [distractors[i] for i in rng.permutation(len(distractors))]
             options.insert(int(position), answer.text)
             if (qtype, text, answer.text) in asked:
