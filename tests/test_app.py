@@ -145,7 +145,8 @@ def _file(name: str, data: bytes | Callable[[], bytes]) -> Callable[[Path], Path
     return make
 
 
-def _audio_only(folder: Path) -> Path:
+def audio_only_video(folder: Path) -> Path:
+    """An MP4 with one AAC audio stream and no video."""
     av = pytest.importorskip("av")
     import numpy as np
 
@@ -169,7 +170,7 @@ BAD_REQUESTS = {
     "text renamed .mp4": (_file("notes.mp4", b"these are my notes, not a video\n" * 50), "Q?", "a\nb", "not a video"),
     "0 bytes": (_file("empty.mp4", b""), "Q?", "a\nb", "is empty (0 bytes)"),
     "truncated mp4": (_file("cut.mp4", _half_of_bikes), "Q?", "a\nb", "truncated"),
-    "audio only": (_audio_only, "Q?", "a\nb", "has no video stream"),
+    "audio only": (audio_only_video, "Q?", "a\nb", "has no video stream"),
     "not a video type": (_file("notes.txt", b"hello"), "Q?", "a\nb", "Invalid file type"),
     "empty question": (None, "   ", "a\nb", "Please type a question"),
     "no options": (None, "What happens?", "\n \n", "give at least two"),

@@ -14,19 +14,9 @@ from matplotlib.figure import Figure
 
 import app
 from glance_focus.inspection import TABLE_COLUMNS, DataSource, filter_rows, overview, table
-from glance_focus.reference import convert_reference_to_checkpoint
 from tests.test_app import free_port
-from tests.test_inspection import CLASSES, NUM_FRAMES, reference_state, write_star_dataset
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_inspection import converted_reference_checkpoint, write_star_dataset
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +25,7 @@ def inspector(tmp_path_factory: pytest.TempPathFactory) -> app.Inspector:
     data = base / "star"
     write_star_dataset(data)
     models_dir = base / "models"
-    convert_reference_to_checkpoint(
-        reference_state(),
-        models_dir / "star-ref",
-        CLASSES,
-        frame_encoder="unknown",
-        text_encoder="minilm",
-        num_frames=NUM_FRAMES,
-        num_heads=4,
-        metadata={"dataset": "star"},
-    )
+    converted_reference_checkpoint(models_dir / "star-ref")
     models = app.Models([models_dir], device="cpu")
     sources = [DataSource("star-tiny", "star", data, ("val",))]
     return app.Inspector(models, sources, base / "runs", base / "work")

@@ -30,7 +30,7 @@ from gradio_client import Client, handle_file
 
 import app
 from glance_focus.video import default_pool
-from tests.test_app import demo_assets, free_port
+from tests.test_app import audio_only_video, demo_assets, free_port
 from tests.test_pipeline import sample_video
 
 av = pytest.importorskip("av")
@@ -136,18 +136,6 @@ def _moov_flipped(folder: Path) -> Path:
     return folder / "flipped.mp4"
 
 
-def _audio_only(folder: Path) -> Path:
-    path = folder / "voice.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for k in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
-
-
 def _eight_k(folder: Path) -> Path:
     """One black 7680x4320 frame: a file of a few KB whose header says 8K."""
     return write_video(folder / "8k.mp4", 1, size=(7680, 4320))
@@ -169,7 +157,7 @@ REFUSED: dict[str, tuple[Callable[[Path], Path], str]] = {
     "truncated at 50%": (_truncated(0.5), "truncated"),
     "truncated at 90%": (_truncated(0.9), "truncated"),
     "index bit flipped": (_moov_flipped, r"its index \(moov atom\) is missing"),
-    "audio only": (_audio_only, "has no video stream"),
+    "audio only": (audio_only_video, "has no video stream"),
     "8K resolution": (_eight_k, r"is 7680x4320 pixels; the limit is 8\.3 megapixels"),
     "10-hour duration": (_ten_hours, r"is 600\.0 min long; the limit is 10\.0 min\."),
 }

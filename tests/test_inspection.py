@@ -164,14 +164,11 @@ def write_star_dataset(root: Path) -> None:
     (root / "videos" / "6H78U.mp4").write_bytes(b"not decoded by these tests")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("inspection")
-    data = base / "star"
-    write_star_dataset(data)
-    checkpoint = convert_reference_to_checkpoint(
+def converted_reference_checkpoint(out: Path) -> Path:
+    """The reference fixture's STAR model as a checkpoint of ours in ``out`` (frames of unknown origin)."""
+    return convert_reference_to_checkpoint(
         reference_state(),
-        base / "converted",
+        out,
         CLASSES,
         frame_encoder="unknown",
         text_encoder="minilm",
@@ -179,6 +176,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         num_heads=4,
         metadata={"dataset": "star"},
     )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("inspection")
+    data = base / "star"
+    write_star_dataset(data)
+    checkpoint = converted_reference_checkpoint(base / "converted")
     return {"base": base, "data": data, "checkpoint": checkpoint, "cache": base / "cache"}
 
 
