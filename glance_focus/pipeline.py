@@ -22,6 +22,14 @@ import torch
 from glance_focus.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
 from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_device
 from glance_focus.evaluation import checkpoint_text_features
+from glance_focus.evidence import (
+    Evidence,
+    HiddenRangeError,
+    build_evidence,
+    hidden_frame_mask,
+    hidden_range_evidence,
+    leave_one_out,
+)
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
 from glance_focus.spans import spans_to_se
@@ -413,6 +421,83 @@ class Predictor:
                 )
             )
         return events
+
+    # ------------------------------------------------------------------ evidence
+    def evidence(
+        self,
+        video: str | Path,
+        question: str,
+        options: list[str] | None = None,
+        hide: tuple[float, float] | None = None,
+        num_frames: int | None = None,
+    ) -> Evidence:
+        """How much the answer rests on each memory prompt (leave-one-out, :mod:`glance_focus.evidence`)
+        and, with ``hide=(start_s, end_s)``, on that stretch of the video. Features come from the cache
+        when the video was seen before. Runs on the CPU copy when the accelerator runs out of memory.
+        """
+        try:
+            question, options = check_question(question, options, self.task)
+            features, times, _, summary, _ = self.video_features(video, num_frames)
+            duration = summary.duration_s if summary is not None else float(times[-1]) if len(times) else 0.0
+            return self.evidence_features(
+                features, question, options, duration_s=duration, frame_times_s=times, hide=hide
+            )
+        except torch.OutOfMemoryError as error:
+            return self._out_of_memory(error).evidence(video, question, options, hide, num_frames)
+
+    @torch.no_grad()
+    def evidence_features(
+        self,
+        features: torch.Tensor,
+        question: str,
+        options: list[str] | None = None,
+        *,
+        duration_s: float,
+        frame_times_s: np.ndarray | None = None,
+        hide: tuple[float, float] | None = None,
+        top_k: int = 5,
+    ) -> Evidence:
+        """:meth:`evidence` from precomputed frame features ``[T, F]`` (as :meth:`predict_features`)."""
+        question, options = check_question(question, options, self.task)
+        features = torch.as_tensor(features, dtype=torch.float32)
+        if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
+            raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
+        if frame_times_s is None:
+            frame_times_s = (np.arange(features.shape[0]) + 0.5) / features.shape[0] * duration_s
+        hidden = None
+        if hide is not None:
+            try:
+                hidden = hidden_frame_mask(frame_times_s, *hide, duration_s=duration_s)
+            except (HiddenRangeError, TypeError) as error:
+                message = (
+                    str(error)
+                    if isinstance(error, HiddenRangeError)
+                    else "Give the time range to hide as (start, end)."
+                )
+                raise InputError(message) from None
+        text_hidden, text_padding = self.text.encode([question_sequences(question, options)])
+        inputs = (features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device))
+        result = leave_one_out(self.model, *inputs)
+        probabilities, without = result.probabilities[0].cpu(), result.without[0].cpu()
+        if options:
+            names: list[str] = list(options)
+            shown = list(range(len(options)))
+        else:
+            vocab = self.info.answer_vocab or ()
+            names = [vocab[i] if i < len(vocab) else str(i) for i in range(len(probabilities))]
+            shown = probabilities.topk(min(top_k, len(probabilities))).indices.tolist()
+        answer_index = int(probabilities.argmax())
+        events = self._events(result.glance.event_logits[0], result.glance.spans[0], result.sort_order[0], duration_s)
+        evidence = build_evidence(probabilities, without, answer_index, names, shown, events)
+        if hidden is None:
+            return evidence
+        out = self.model(*inputs, hidden_frames=hidden[None].to(self.device))
+        hidden_probabilities = out.focus.answer_logits[0].float().softmax(-1).cpu()
+        start_s, end_s = (float(t) for t in hide)
+        effect = hidden_range_evidence(
+            probabilities, hidden_probabilities, answer_index, names, shown, start_s, end_s, int(hidden.sum())
+        )
+        return replace(evidence, hidden=effect)
 
     def _tokens(self, text: str, length: int) -> list[str]:
         tokenizer = self.text.encoder.tokenizer
