@@ -48,6 +48,8 @@ from torch import Tensor
 
 from glance_focus.model import GlanceFocus, GlanceOutput
 
+EVIDENCE_CHUNK_VIDEOS = 8
+"""Videos per focus call when a whole batch is explained (each is Q x O sequences), bounding memory."""
 NO_EFFECT_POINTS = 1.0
 """Below this many percentage points no single prompt is named as the evidence."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from glance_focus.evidence import (
     answer_without_each_prompt,
     build_evidence,
     hidden_frame_mask,
+    hidden_range_evidence,
     leave_one_out,
 )
 from glance_focus.model import GlanceFocus
 from glance_focus.pipeline import InputError, Predictor
+from glance_focus.plots import evidence_figure
 from glance_focus.text_features import question_sequences
 from tests.tiny import random_inputs, tiny_config
 
@@ -207,6 +210,18 @@ def test_evidence_names_the_prompt_whose_removal_hurts_most() -> None:
     )
     flat = build_evidence(probabilities, probabilities.expand(4, -1), 0, names, [0, 1, 2], events)
     assert flat.sentence().startswith("The answer does not rest on any single memory prompt")
+
+    hidden = hidden_range_evidence(probabilities, without[3], 0, names, [0, 1, 2], 2.0, 3.5, 4)
+    assert hidden.answer == hidden.flips_to == "It shrank." and hidden.delta == pytest.approx(-0.65)
+    with_hidden = dataclasses.replace(evidence, hidden=hidden)
+    assert with_hidden.hidden_sentence() == (
+        "Hiding 2.0–3.5 s (4 frames): 'It grew.' goes from 96 % to 31 % and 'It shrank.' becomes the answer."
+    )
+    figure = evidence_figure(with_hidden)
+    bars_ax = figure.axes[0]
+    assert [t.get_text() for t in bars_ax.get_yticklabels()] == ["P1", "P2", "P3", "P4", "hidden"]
+    widths = [round(patch.get_width(), 3) for patch in bars_ax.patches]
+    assert widths == pytest.approx([-1.0, 1.0, -6.0, -65.0, -65.0], abs=1e-3)
 
 
 # ============================================================================ the Predictor
