@@ -4,6 +4,8 @@ there is one), and turn the library's errors into messages for the person (``gr.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import gradio as gr
 
@@ -13,10 +15,13 @@ from glance_focus.app.settings import FRAMES_RANGE
 from glance_focus.app.zerogpu import on_gpu
 from glance_focus.checkpoint import CheckpointError
 from glance_focus.encoders import EncoderUnavailableError
+from glance_focus.evidence import Evidence
 from glance_focus.pipeline import InputError, Prediction
 from glance_focus.video import VideoError
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 
 def parse_options(text: str | None) -> list[str] | None:
@@ -32,6 +37,7 @@ class Answerer:
     def __init__(self, models: Models) -> None:
         self.models = models
         self._predict = on_gpu(models.predict)
+        self._evidence = on_gpu(models.evidence)
 
     def __call__(
         self,
@@ -42,6 +48,25 @@ class Answerer:
         num_frames: float | None = None,
         progress: gr.Progress | None = None,
     ) -> Prediction:
+        frames = self._check(model, video, num_frames)
+        return self._run(self._predict, model, video, question, options, frames, progress)
+
+    def evidence(
+        self,
+        model: str | None,
+        video: str | None,
+        question: str,
+        options: str | None,
+        num_frames: float | None = None,
+        hide: tuple[float | None, float | None] | None = None,
+        progress: gr.Progress | None = None,
+    ) -> Evidence:
+        """The answer's leave-one-out evidence (:meth:`Models.evidence`), checked like an answer."""
+        frames = self._check(model, video, num_frames)
+        return self._run(self._evidence, model, video, question, options, frames, progress, hide)
+
+    def _check(self, model: str | None, video: str | None, num_frames: float | None) -> int | None:
+        """The frames to sample, once the model and the video are there; ``gr.Error`` otherwise."""
         if model not in self.models.choices:
             raise gr.Error("Please choose one of the listed models." if self.models.choices else model_summary(None))
         if not video:
@@ -51,12 +76,26 @@ class Answerer:
             frames = int(num_frames)
             if not FRAMES_RANGE[0] <= frames <= FRAMES_RANGE[1]:
                 raise gr.Error(f"Frames to sample must be between {FRAMES_RANGE[0]} and {FRAMES_RANGE[1]}.")
+        return frames
+
+    def _run(
+        self,
+        fn: Callable[..., _R],
+        model: str,
+        video: str,
+        question: str,
+        options: str | None,
+        frames: int | None,
+        progress: gr.Progress | None,
+        *extra: object,
+    ) -> _R:
+        """``fn(model, video, question, options, frames, *extra)`` with the library's errors as messages."""
         try:
             if progress is not None and not self.models.loaded(model):
                 progress(0.05, desc="Loading the model (first request only)…")
             if progress is not None:
                 progress(0.2, desc="Decoding the video and encoding its frames…")
-            return self._predict(model, video, question, parse_options(options), frames)
+            return fn(model, video, question, parse_options(options), frames, *extra)
         except (InputError, VideoError) as exc:
             raise gr.Error(str(exc)) from None
         except (CheckpointError, EncoderUnavailableError) as exc:

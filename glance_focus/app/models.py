@@ -13,6 +13,7 @@ from pathlib import Path
 from glance_focus.app.settings import FEATURE_CACHE_BYTES, VIDEO_LIMITS
 from glance_focus.checkpoint import CONFIG_NAME, CheckpointInfo, read_checkpoint_info
 from glance_focus.encoders import resolve_device
+from glance_focus.evidence import Evidence
 from glance_focus.pipeline import Prediction, Predictor
 
 log = logging.getLogger(__name__)
@@ -94,5 +95,19 @@ class Models:
     def predict(
         self, name: str, video: str, question: str, options: list[str] | None, num_frames: int | None
     ) -> Prediction:
-        """Answer with model ``name`` (the one function that uses the GPU)."""
+        """Answer with model ``name`` (a function that uses the GPU)."""
         return self.predictor(name).predict(video, question, options, num_frames=num_frames)
+
+    def evidence(
+        self,
+        name: str,
+        video: str,
+        question: str,
+        options: list[str] | None,
+        num_frames: int | None,
+        hide: tuple[float, float] | None = None,
+    ) -> Evidence:
+        """How much model ``name``'s answer rests on each memory prompt and, with ``hide=(start_s,
+        end_s)``, on that stretch of the video (a function that uses the GPU; the video's features
+        come from the feature cache when it was just answered)."""
+        return self.predictor(name).evidence(video, question, options, hide=hide, num_frames=num_frames)
