@@ -188,9 +188,14 @@ def test_in_a_browser_run_filter_wrong_and_open_one(inspector: Inspector, ran: t
             page.locator("#inspect-count").get_by_text(f"{len(wrong)} of 20 questions").wait_for()
             page.locator("#inspect-table [role=gridcell]").nth(1).click()  # first row, second column
             page.locator("#inspect-detail").get_by_text(wrong[0].question_id, exact=False).wait_for()
-            image = page.locator("#inspect-timeline img")
-            image.wait_for()
-            assert image.evaluate("img => img.complete && img.naturalWidth > 200")
+            for figure in ("#inspect-timeline", "#inspect-evidence"):
+                image = page.locator(f"{figure} img")
+                image.wait_for()
+                assert image.evaluate("img => img.complete && img.naturalWidth > 200")
+            page.locator("#inspect-detail").get_by_text("Evidence:", exact=False).wait_for()
+            outside = [r for r in wrong if r.strongest_evidence_in_gt_event is False]
+            page.locator("#inspect-outside input").check()
+            page.locator("#inspect-count").get_by_text(f"{len(outside)} of 20 questions").wait_for()
             browser.close()
     finally:
         page_app.close()
