@@ -114,6 +114,12 @@ def test_star_release_converts_to_question_keyed_layout(tmp_path):
     assert events["Feasibility_T1_5001"]["actions"] == [[0, 2.0, 8.0], [7, 5.0, 12.0], [103, 20.0, 29.0]]
     assert all(isinstance(a[0], int) for e in events.values() for a in e["actions"])
 
+    # what the reference loader reads of each line is there, and int(answer) works on every split
+    for split in ("train", "val", "test"):
+        for row in jsonl(txt_db / f"{split}.jsonl"):
+            assert {"question", "video_id", "answer", "question_id", "options"} <= set(row)
+            assert int(row["answer"]) == row["answer"] and len(row["options"]) == 4
+
     mapping = (txt_db / "action_mapping.txt").read_text()
     assert mapping.endswith("a110 open a refrigerator\n") and mapping.count("\n") == 111
     assert mapping.split("\n")[:-1][-1] == "a110 open a refrigerator"  # the reference's reading keeps a110
