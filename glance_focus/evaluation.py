@@ -44,6 +44,8 @@ class PredictedEvent:
 class ExamplePrediction:
     question_id: str
     video_id: str
+    clip_id: str
+    """Key of the question's features and events (:attr:`QAExample.clip_id`)."""
     question_type: str
     prediction: int
     answer: int | None
@@ -182,6 +184,7 @@ def evaluate_split(
             predictions[index] = ExamplePrediction(
                 question_id=example.question_id,
                 video_id=example.video_id,
+                clip_id=example.clip_id,
                 question_type=example.question_type,
                 prediction=answer,
                 answer=example.answer,
@@ -189,9 +192,9 @@ def evaluate_split(
                 events=_predicted_events(logits[row], spans_se[row], order[row]),
                 **loo,
             )
-            if example.video_id in seen_videos:
+            if example.clip_id in seen_videos:  # event quality counts each clip once
                 continue
-            seen_videos.add(example.video_id)
+            seen_videos.add(example.clip_id)
             pred_idx, tgt_idx = matching.pairs[row]
             if len(tgt_idx):
                 iou = temporal_iou_se(spans_se[row, pred_idx], targets_se[row, tgt_idx]).diagonal()

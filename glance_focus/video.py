@@ -16,7 +16,9 @@ log also names the reason a container could not be opened.
 
 Uniform sampling takes ``N`` frames at the centres of ``N`` equal segments of the frame
 range, frame ``floor((j + 0.5) * T / N)`` for ``j = 0 .. N-1`` (see :func:`uniform_indices`);
-sampling at a rate is the same with ``N = round(duration_s * fps)``.
+sampling at a rate is the same with ``N = round(duration_s * fps)``. With a time window the
+frame range is the frames that start inside the window, chosen by their timestamps and decoded
+by index, so a window's first frame is exact (not the keyframe before it, as with a stream copy).
 """
 
 from __future__ import annotations
@@ -258,10 +260,11 @@ def sample_frames(
     limits: VideoLimits = DEFAULT_LIMITS,
     size: int | None = None,
     *,
+    window_s: tuple[float, float] | None = None,
     in_process: bool = False,
     pool: VideoWorkerPool | None = None,
 ) -> SampledFrames:
-    """Probe a video, then decode frames sampled uniformly over its whole length.
+    """Probe a video, then decode frames sampled uniformly over its whole length or a window.
 
     Args:
         path: the video file; its extension is ignored (the container is recognised by content).
@@ -272,16 +275,19 @@ def sample_frames(
         limits: bounds checked before decoding; see :class:`VideoLimits`.
         size: resize so the short side is ``size`` pixels (aspect kept) during decoding, which
             bounds memory; None keeps the original size.
+        window_s: sample only the frames starting in ``[start, end)`` seconds from the first
+            frame (a clip of the video; ``fps`` then counts the window's length); None: all.
         in_process: decode in this process (trusted batch jobs) instead of a worker.
         pool: the workers to use; default :func:`default_pool`.
 
     Exactly one of ``num_frames`` and ``fps`` must be given (ValueError otherwise).
-    Raises a :class:`VideoError` subclass for a video that fails a check or does not decode.
+    Raises a :class:`VideoError` subclass for a video that fails a check or does not decode,
+    or whose window holds no frame.
     """
-    _check_arguments(num_frames, fps, size, limits)
+    _check_arguments(num_frames, fps, size, limits, window_s)
     if in_process:
-        return _sample_local(os.fspath(path), num_frames, fps, limits, size, _allocate_in_memory, _no_log)
-    return (pool or default_pool()).sample(path, num_frames, fps, limits, size)
+        return _sample_local(os.fspath(path), num_frames, fps, limits, size, _allocate_in_memory, _no_log, window_s)
+    return (pool or default_pool()).sample(path, num_frames, fps, limits, size, window_s=window_s)
 
 
 def video_content_hash(path: str | os.PathLike[str], chunk_bytes: int = 1024**2) -> str:
@@ -350,9 +356,11 @@ class VideoWorkerPool:
         fps: float | None = None,
         limits: VideoLimits = DEFAULT_LIMITS,
         size: int | None = None,
+        *,
+        window_s: tuple[float, float] | None = None,
     ) -> SampledFrames:
         """:func:`sample_frames` in a worker."""
-        _check_arguments(num_frames, fps, size, limits)
+        _check_arguments(num_frames, fps, size, limits, window_s)
         # The cheap file checks run here too, so that no FIFO, directory or missing path
         # ever reaches a worker.
         path = _check_file(os.path.abspath(path), limits)[0]
@@ -363,6 +371,7 @@ class VideoWorkerPool:
             "num_frames": num_frames,
             "fps": fps,
             "size": size,
+            "window_s": None if window_s is None else list(window_s),
             "limits": dataclasses.asdict(limits),
             "out": out,
         }
@@ -679,8 +688,16 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
     def allocate(shape: tuple[int, ...]) -> np.ndarray:
         return _create_npy(request["out"], shape, request["path"])
 
+    window = request.get("window_s")
     sampled = _sample_local(
-        request["path"], request["num_frames"], request["fps"], limits, request["size"], allocate, _worker_log
+        request["path"],
+        request["num_frames"],
+        request["fps"],
+        limits,
+        request["size"],
+        allocate,
+        _worker_log,
+        None if window is None else (float(window[0]), float(window[1])),
     )
     sampled.frames.flush()
     return {
@@ -719,7 +736,13 @@ def _allocate_in_memory(shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=np.uint8)
 
 
-def _check_arguments(num_frames: int | None, fps: float | None, size: int | None, limits: VideoLimits) -> None:
+def _check_arguments(
+    num_frames: int | None,
+    fps: float | None,
+    size: int | None,
+    limits: VideoLimits,
+    window_s: tuple[float, float] | None = None,
+) -> None:
     if (num_frames is None) == (fps is None):
         raise ValueError("give exactly one of num_frames and fps")
     if num_frames is not None and not 1 <= num_frames <= limits.max_frames_to_sample:
@@ -728,6 +751,10 @@ def _check_arguments(num_frames: int | None, fps: float | None, size: int | None
         raise ValueError(f"fps must be a positive number, got {fps}")
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if window_s is not None and not (
+        len(window_s) == 2 and all(math.isfinite(t) for t in window_s) and 0 <= window_s[0] < window_s[1]
+    ):
+        raise ValueError(f"window_s must be (start, end) seconds with 0 <= start < end, got {window_s!r}")
 
 
 def _regular_file(path: str) -> tuple[str, int]:
@@ -915,15 +942,26 @@ def _sample_local(
     size: int | None,
     allocate: Callable[[tuple[int, ...]], np.ndarray],
     ffmpeg_log: Callable[[], str],
+    window_s: tuple[float, float] | None = None,
 ) -> SampledFrames:
     path, file_bytes = _check_file(path, limits)
     name = os.path.basename(path)
     reader = _open_reader(path, ffmpeg_log)
     info, starts = _probe_reader(reader, path, file_bytes, limits)
 
-    wanted = num_frames if num_frames is not None else max(1, round(info.duration_s * fps))
-    count = min(wanted, limits.max_frames_to_sample, info.num_frames)
-    indices = uniform_indices(info.num_frames, count)
+    first, available, span_s = 0, info.num_frames, info.duration_s
+    if window_s is not None:
+        inside = np.flatnonzero((starts >= window_s[0]) & (starts < window_s[1]))
+        if inside.size == 0:
+            raise NoFramesError(
+                f"'{name}' has no frame between {window_s[0]:.2f} s and {window_s[1]:.2f} s "
+                f"(the video lasts {info.duration_s:.2f} s)."
+            )
+        first, available = int(inside[0]), int(inside.size)
+        span_s = min(window_s[1], info.duration_s) - window_s[0]
+    wanted = num_frames if num_frames is not None else max(1, round(span_s * fps))
+    count = min(wanted, limits.max_frames_to_sample, available)
+    indices = first + uniform_indices(available, count)
     out_height, out_width = _output_size(info.height, info.width, size)
     frame_bytes = out_height * out_width * 3
     if count * frame_bytes > limits.max_decode_memory_bytes:
