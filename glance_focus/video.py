@@ -296,16 +296,36 @@ def video_content_hash(path: str | os.PathLike[str], chunk_bytes: int = 1024**2)
 
 _default_pool: VideoWorkerPool | None = None
 _default_pool_lock = threading.Lock()
+_parent_pools: list[VideoWorkerPool] = []
+"""Pools a forked child inherited: kept (never used, never shut down) so that the parent's workers
+and scratch folder stay the parent's."""
 
 
 def default_pool() -> VideoWorkerPool:
     """The process-wide pool used when no ``pool`` is given; created (and its first worker
-    started) on first use — call it at app start-up to take that cost off the first request."""
+    started) on first use — call it at app start-up to take that cost off the first request.
+
+    A forked child (e.g. a ZeroGPU worker) never uses its parent's pool: the workers' pipes and
+    the condition guarding them belong to the parent. It gets its own pool on first use.
+    """
     global _default_pool
     with _default_pool_lock:
         if _default_pool is None:
             _default_pool = VideoWorkerPool()
         return _default_pool
+
+
+def _forget_parent_pool() -> None:
+    """In a forked child: a fresh lock (another thread may have held the parent's at the fork) and no pool."""
+    global _default_pool, _default_pool_lock
+    _default_pool_lock = threading.Lock()
+    if _default_pool is not None:
+        _default_pool._finalizer.detach()  # collecting it here must not stop the parent's workers
+        _parent_pools.append(_default_pool)
+        _default_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_parent_pool)
 
 
 # ----------------------------------------------------------------------------------------------
