@@ -178,7 +178,7 @@ BAD_REQUESTS = {
     "0 bytes": (_file("empty.mp4", b""), "Q?", "a\nb", "is empty (0 bytes)"),
     "truncated mp4": (_file("cut.mp4", _half_of_bikes), "Q?", "a\nb", "truncated"),
     "audio only": (audio_only_video, "Q?", "a\nb", "has no video stream"),
-    "not a video type": (_file("notes.txt", b"hello"), "Q?", "a\nb", "Invalid file type"),
+    "text file": (_file("notes.txt", b"hello, these are my notes\n" * 20), "Q?", "a\nb", "not a video"),
     "empty question": (None, "   ", "a\nb", "Please type a question"),
     "no options": (None, "What happens?", "\n \n", "give at least two"),
     "one option": (None, "What happens?", "only this", "give at least two"),

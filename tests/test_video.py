@@ -266,9 +266,9 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], type[VideoError], str]] = {
     "random bytes as .mp4": (
         _write("noise.mp4", np.random.default_rng(0).bytes(20_000)),
         NotAVideoError,
-        "is not a video decord can read (Invalid data",
+        "is not a video this server can read (Invalid data",
     ),
-    "text as .mkv": (_write("notes.mkv", b"hello\n" * 500), NotAVideoError, "is not a video decord can read"),
+    "text as .mkv": (_write("notes.mkv", b"hello\n" * 500), NotAVideoError, "is not a video this server can read"),
     "directory": (lambda tmp: tmp, NotAVideoError, "is not a regular file"),
     "fifo": (_fifo, NotAVideoError, "is not a regular file"),
     "wav as .mp4": (lambda tmp: _write_wav(tmp / "speech.mp4"), NoVideoStreamError, "has no video stream"),

@@ -59,7 +59,7 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
             video = gr.Video(
-                label="Video (mp4, webm, mov, avi, mkv)",
+                label="Video (any common format: MP4, WebM, MOV, MKV, AVI, MPEG, TS, 3GP…)",
                 sources=["upload"],
                 include_audio=True,
                 height=300,
