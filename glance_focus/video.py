@@ -776,6 +776,11 @@ def _check_file(path: str, limits: VideoLimits) -> tuple[str, int]:
         raise VideoFileTooLargeError(
             f"The file '{name}' is {size / _MB:.1f} MB; the limit is {limits.max_file_bytes / _MB:.1f} MB."
         )
+    if _is_text(path):
+        # FFmpeg would render a text file as a video of its characters (its "tty" format).
+        raise NotAVideoError(
+            f"The file '{name}' is not a video: it holds text. Upload a video file, e.g. MP4 (H.264) or WebM."
+        )
     overrun = _mp4_box_past_end(path, size)
     if overrun:
         # Decoders would silently return the frames before the cut (or fail to find the index).
@@ -784,6 +789,23 @@ def _check_file(path: str, limits: VideoLimits) -> tuple[str, int]:
             "e.g. an incomplete upload or recording."
         )
     return path, size
+
+
+_TEXT_PROBE_BYTES = 4096
+_TEXT_CONTROLS = frozenset(b"\t\n\r\x0c\x1b")
+
+
+def _is_text(path: str) -> bool:
+    """Whether the file starts with text: UTF-8 with no control bytes but tab, newlines, form feed
+    and escape. Every video container starts with binary fields (sizes, sync bytes, zeros)."""
+    with open(path, "rb") as file:
+        head = file.read(_TEXT_PROBE_BYTES)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the probe
+            return False
+    return all(byte >= 0x20 or byte in _TEXT_CONTROLS for byte in head) and 0x7F not in head
 
 
 _MP4_TOP_LEVEL_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
