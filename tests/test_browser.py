@@ -1,10 +1,13 @@
 """The app in a real browser (Debian's Chromium driven by Playwright), as a person uses it:
 upload a video, ask, read the answer and look at the two figures; click an example; upload a
-broken file. With the bundled model the screenshots go to ``docs/`` (the README shows them).
+broken file. Screenshots go to a temporary folder, so a test run leaves the checkout as it was;
+``GLANCE_FOCUS_REFRESH_SCREENSHOTS=1`` (with the bundled model) writes them to ``docs/`` instead,
+where the README shows them.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +48,8 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("browser")
     checkpoints, examples, bundled = demo_assets(root)
-    screenshots = ROOT / "docs" if bundled else root / "screenshots"
+    refresh = bundled and os.environ.get("GLANCE_FOCUS_REFRESH_SCREENSHOTS") == "1"
+    screenshots = ROOT / "docs" if refresh else root / "screenshots"
     screenshots.mkdir(exist_ok=True)
     with serve(checkpoints, examples, root) as url:
         yield Site(url, examples, screenshots)
