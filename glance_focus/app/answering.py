@@ -20,12 +20,12 @@ from contextlib import contextmanager
 
 import gradio as gr
 
-from glance_focus.app.messages import UNEXPECTED_ERROR, model_summary
+from glance_focus.app.messages import UNEXPECTED_ERROR, model_summary, model_unavailable
 from glance_focus.app.models import Models
 from glance_focus.app.settings import FRAMES_RANGE
 from glance_focus.app.zerogpu import gpu_duration_s, gpu_function
 from glance_focus.checkpoint import CheckpointError
-from glance_focus.encoders import EncoderUnavailableError
+from glance_focus.encoders import EncoderFingerprintError, EncoderUnavailableError
 from glance_focus.pipeline import InputError, Prediction, PreparedVideo
 from glance_focus.video import VideoError
 
@@ -41,7 +41,8 @@ def parse_options(text: str | None) -> list[str] | None:
 @contextmanager
 def person_messages(model: str, what: str) -> Iterator[None]:
     """Within the block, the library's errors become ``gr.Error`` messages for the person: what
-    is wrong with their input as it is, a model this server cannot use as such, anything else
+    is wrong with their input as it is, a model the server cannot load as such (details in the log),
+    anything else
     logged (``what`` says what was being done) and shown as :data:`UNEXPECTED_ERROR`."""
     try:
         yield
@@ -49,9 +50,9 @@ def person_messages(model: str, what: str) -> Iterator[None]:
         raise
     except (InputError, VideoError) as exc:
         raise gr.Error(str(exc)) from None
-    except (CheckpointError, EncoderUnavailableError) as exc:
-        log.exception("model %s cannot be used", model)
-        raise gr.Error(f"The model {model} cannot be used on this server: {exc}") from None
+    except (CheckpointError, EncoderUnavailableError, EncoderFingerprintError):
+        log.exception("model %s cannot be used", model)  # the operator's problem: the log says what to fix
+        raise gr.Error(model_unavailable(model)) from None
     except Exception:
         log.exception("%s failed (model %s)", what, model)
         raise gr.Error(UNEXPECTED_ERROR) from None
