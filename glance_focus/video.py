@@ -961,6 +961,9 @@ def _read_in_order(
     """
     import av
 
+    # Importing PyAV routes FFmpeg's log into Python, away from the worker's log file, where the
+    # seeking reader's diagnoses (e.g. "moov atom not found") are read for later requests.
+    av.logging.restore_default_callback()
     name = os.path.basename(path)
     try:
         with av.open(path) as container:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import threading
 import wave
@@ -439,3 +440,15 @@ def test_worker_dead_while_idle_is_replaced(bikes: Path) -> None:
         workers._idle[0].process.wait(timeout=10)
         _assert_pool_works(workers)
         assert workers.worker_pids != [pid]
+
+
+def test_reading_a_stream_in_order_keeps_the_decoders_diagnoses(pool: VideoWorkerPool, tmp_path: Path) -> None:
+    """After an MPEG-TS file (read front to back) the same worker still explains a damaged MP4."""
+    from tests.test_hostile_inputs import write_clip
+
+    clip = write_clip(tmp_path / "clip.ts", "mpegts", "libx264")
+    for _ in range(pool._max_workers):  # every worker reads one
+        assert sample_frames(clip, num_frames=4, pool=pool).frames.shape[0] == 4
+    make, error, words = BAD_FILES["moov bit flipped"]
+    with pytest.raises(error, match=re.escape(words)):
+        sample_frames(make(tmp_path), num_frames=8, pool=pool)
