@@ -11,7 +11,6 @@ slows a request down instead of failing it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from glance_focus.evidence import (
 )
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
+from glance_focus.forksafe import ForkSafeLock
 from glance_focus.spans import spans_to_se
 from glance_focus.text_features import TextFeatureCache, question_sequences
 from glance_focus.video import DEFAULT_LIMITS, VideoLimits, sample_frames, video_content_hash
@@ -125,6 +125,9 @@ class Prediction:
     video: VideoSummary | None = None
     thumbnails: np.ndarray | None = field(default=None, repr=False)
     """``[T, h, w, 3]`` uint8, one per sampled frame (None for precomputed features)."""
+    features: torch.Tensor | None = field(default=None, repr=False)
+    """``[T, F]`` float32 on the CPU: the frame features the answer was computed from (to cache them,
+    or to answer again with some of them hidden)."""
 
     def to_json(self) -> dict:
         """The API's plain JSON view."""
@@ -145,6 +148,43 @@ class Prediction:
             ],
             "timings_s": self.timings.as_dict(),
         }
+
+
+@dataclass(frozen=True)
+class PreparedVideo:
+    """A video with everything done that needs no accelerator (:meth:`Predictor.prepare`): the file
+    hashed and probed, the feature cache asked, the frames decoded and their thumbnails made.
+
+    Plain arrays only, so it can cross into another process (the ZeroGPU worker) by pickling.
+    """
+
+    timestamps_s: np.ndarray
+    """``[T]`` seconds of the sampled frames."""
+    frames: np.ndarray | None
+    """``[T, H, W, 3]`` uint8 decoded frames; None when the features came from the cache."""
+    features: torch.Tensor | None
+    """``[T, F]`` float32 cached features; None when the frames still need encoding."""
+    thumbnails: np.ndarray | None = field(default=None, repr=False)
+    summary: VideoSummary | None = None
+    timings: Timings = Timings()
+    """``hash``, ``probe_decode``, ``feature_cache_hit`` and ``total`` (seconds spent preparing)."""
+    cache_key: FeatureKey | None = None
+    """Where the features go in the feature cache once encoded (None: no cache)."""
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.timestamps_s)
+
+    @property
+    def frames_to_encode(self) -> int:
+        """Frames the image encoder still has to see (0 on a feature-cache hit)."""
+        return 0 if self.frames is None else len(self.frames)
+
+    @property
+    def duration_s(self) -> float:
+        if self.summary is not None:
+            return self.summary.duration_s
+        return float(self.timestamps_s[-1]) if len(self.timestamps_s) else 0.0
 
 
 def check_question(question: str, options: list[str] | None, task: str) -> tuple[str, list[str]]:
@@ -206,15 +246,17 @@ class Predictor:
         self.feature_cache = FeatureCache(cache_dir, cache_bytes) if cache_dir is not None else None
         self._frame_encoder: FrameEncoder | None = None
         self._text: TextFeatureCache | None = None
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._cache_dir = cache_dir
         self._cache_bytes = cache_bytes
         self._cpu_fallback: Predictor | None = None
-        self._fallback_lock = threading.Lock()
+        self._fallback_lock = ForkSafeLock()
 
     # ------------------------------------------------------------------ encoders (lazy)
     @property
     def frame_encoder(self) -> FrameEncoder:
+        if self._frame_encoder is not None:  # loaded: no lock (a forked GPU worker never waits on one)
+            return self._frame_encoder
         with self._lock:
             if self._frame_encoder is None:
                 encoder = load_frame_encoder(self.info.frame_encoder, device=self.device)
@@ -224,6 +266,8 @@ class Predictor:
 
     @property
     def text(self) -> TextFeatureCache:
+        if self._text is not None:
+            return self._text
         with self._lock:
             if self._text is None:
                 self._text = checkpoint_text_features(self.loaded, self.device)
@@ -262,39 +306,91 @@ class Predictor:
         """Build both encoders now (the first question would otherwise pay for it)."""
         _ = self.frame_encoder, self.text
 
-    # ------------------------------------------------------------------ features
-    def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
-        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file."""
+    # ------------------------------------------------------------------ video -> features
+    # A question about a video file is answered in three steps, so that a server can run each
+    # where it belongs (on Hugging Face ZeroGPU only the middle one runs in the GPU worker):
+    #   prepare()          CPU: hash, feature-cache lookup, probe, decode, thumbnails
+    #   answer_prepared()  accelerator: image encoder (unless cached), text encoder, model
+    #   remember()         CPU: the new features into the feature cache
+    # predict() does all three in this process.
+
+    def check_question(self, question: str, options: list[str] | None) -> tuple[str, list[str]]:
+        """:func:`check_question` for this model's task (cheap: call it before decoding anything)."""
+        return check_question(question, options, self.task)
+
+    def _cache_key(self, video: str | Path, num_frames: int) -> FeatureKey:
+        encoder = self.frame_encoder
+        return FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
+
+    def prepare(self, video: str | Path, num_frames: int | None = None) -> PreparedVideo:
+        """Everything about ``video`` that needs no accelerator: :class:`~glance_focus.video.VideoError`
+        for a file that is not a usable video. Decodes nothing on a feature-cache hit."""
         num_frames = num_frames or self.info.num_frames
         t0 = time.perf_counter()
-        key = None
-        if self.feature_cache is not None:
-            encoder = self.frame_encoder
-            key = FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
-            t_hash = time.perf_counter() - t0
+        key = self._cache_key(video, num_frames) if self.feature_cache is not None else None
+        t_hash = time.perf_counter() - t0
+        if key is not None and self.feature_cache is not None:
             hit = self.feature_cache.get(key)
             if hit is not None:
-                summary = VideoSummary(**hit.info["video"]) if "video" in hit.info else None
-                thumbs = hit.thumbnails.numpy() if hit.thumbnails is not None else None
-                timings = Timings(hash=t_hash, feature_cache_hit=True)
-                return hit.features, hit.timestamps.numpy(), thumbs, summary, timings
-        else:
-            t_hash = 0.0
+                return PreparedVideo(
+                    timestamps_s=hit.timestamps.numpy().astype(np.float64),
+                    frames=None,
+                    features=hit.features,
+                    thumbnails=hit.thumbnails.numpy() if hit.thumbnails is not None else None,
+                    summary=VideoSummary(**hit.info["video"]) if "video" in hit.info else None,
+                    timings=Timings(hash=t_hash, feature_cache_hit=True, total=time.perf_counter() - t0),
+                    cache_key=key,
+                )
         t1 = time.perf_counter()
         sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
-        t2 = time.perf_counter()
-        features = self.frame_encoder.encode(sampled.frames)
-        t3 = time.perf_counter()
         info = sampled.info
-        summary = VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames)
-        thumbs = _thumbnails(sampled.frames)
-        if self.feature_cache is not None and key is not None:
-            try:
-                self.feature_cache.put(key, features, sampled.timestamps_s, thumbs, {"video": summary.__dict__})
-            except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
-                log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
-        timings = Timings(hash=t_hash, probe_decode=t2 - t1, image_encoder=t3 - t2)
-        return features, np.asarray(sampled.timestamps_s, dtype=np.float64), thumbs, summary, timings
+        thumbnails = _thumbnails(sampled.frames)
+        t2 = time.perf_counter()
+        return PreparedVideo(
+            timestamps_s=np.asarray(sampled.timestamps_s, dtype=np.float64),
+            frames=sampled.frames,
+            features=None,
+            thumbnails=thumbnails,
+            summary=VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames),
+            timings=Timings(hash=t_hash, probe_decode=t2 - t1, total=t2 - t0),
+            cache_key=key,
+        )
+
+    def encode_prepared(self, prepared: PreparedVideo) -> torch.Tensor:
+        """Frame features ``[T, F]`` float32 on the CPU of a prepared video (the cached ones, or the
+        image encoder's output for its frames)."""
+        if prepared.features is not None:
+            return prepared.features
+        assert prepared.frames is not None
+        return self.frame_encoder.encode(prepared.frames)
+
+    def remember(self, prepared: PreparedVideo, features: torch.Tensor | None) -> None:
+        """Put the new frame features ``[T, F]`` of ``prepared`` in the feature cache (nothing when
+        they came from it, or there is none)."""
+        if self.feature_cache is None or prepared.cache_key is None or prepared.features is not None:
+            return
+        if features is None:
+            return
+        try:
+            self.feature_cache.put(
+                prepared.cache_key,
+                features,
+                prepared.timestamps_s,
+                prepared.thumbnails,
+                {"video": prepared.summary.__dict__} if prepared.summary is not None else {},
+            )
+        except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
+            log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
+
+    def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
+        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file,
+        taken from the feature cache or computed and put there."""
+        prepared = self.prepare(video, num_frames)
+        t0 = time.perf_counter()
+        features = self.encode_prepared(prepared)
+        timings = replace(prepared.timings, image_encoder=0.0 if prepared.frames is None else time.perf_counter() - t0)
+        self.remember(prepared, features)
+        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, timings
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -304,26 +400,46 @@ class Predictor:
 
         Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
         """
-        try:
-            return self._predict(video, question, options, num_frames)
-        except torch.OutOfMemoryError as error:
-            return self._out_of_memory(error).predict(video, question, options, num_frames)
+        question, options = self.check_question(question, options)
+        prepared = self.prepare(video, num_frames)
+        prediction = self.answer_prepared(prepared, question, options)
+        self.remember(prepared, prediction.features)
+        return prediction
 
-    def _predict(
-        self, video: str | Path, question: str, options: list[str] | None, num_frames: int | None
-    ) -> Prediction:
+    def answer_prepared(self, prepared: PreparedVideo, question: str, options: list[str] | None = None) -> Prediction:
+        """Encode the prepared video's frames (unless cached) and answer: the accelerator's part of
+        :meth:`predict`; it decodes nothing and touches no cache. ``prediction.features`` holds the
+        frame features (give them to :meth:`remember` to cache them).
+
+        Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
+        """
+        try:
+            return self._answer_prepared(prepared, question, options)
+        except torch.OutOfMemoryError as error:
+            return self._out_of_memory(error).answer_prepared(prepared, question, options)
+
+    def _answer_prepared(self, prepared: PreparedVideo, question: str, options: list[str] | None) -> Prediction:
         started = time.perf_counter()
-        question, options = check_question(question, options, self.task)
-        features, times, thumbs, summary, timings = self.video_features(video, num_frames)
-        duration = summary.duration_s if summary is not None else float(times[-1]) if len(times) else 0.0
-        result = self.predict_features(features, question, options, duration_s=duration, frame_times_s=times)
+        features = self.encode_prepared(prepared)
+        encoded = time.perf_counter()
+        result = self._predict_features(
+            features,
+            question,
+            options,
+            duration_s=prepared.duration_s,
+            frame_times_s=prepared.timestamps_s,
+            top_k=5,
+        )
         timings = replace(
-            timings,
+            prepared.timings,
+            image_encoder=0.0 if prepared.frames is None else encoded - started,
             text_encoder=result.timings.text_encoder,
             model=result.timings.model,
-            total=time.perf_counter() - started,
+            total=prepared.timings.total + time.perf_counter() - started,
         )
-        return replace(result, timings=timings, video=summary, thumbnails=thumbs)
+        return replace(
+            result, timings=timings, video=prepared.summary, thumbnails=prepared.thumbnails, features=features
+        )
 
     def predict_features(
         self,
@@ -433,17 +549,37 @@ class Predictor:
     ) -> Evidence:
         """How much the answer rests on each memory prompt (leave-one-out, :mod:`glance_focus.evidence`)
         and, with ``hide=(start_s, end_s)``, on that stretch of the video. Features come from the cache
-        when the video was seen before. Runs on the CPU copy when the accelerator runs out of memory.
+        when the video was seen before (in the three steps of :meth:`predict`).
         """
+        question, options = self.check_question(question, options)
+        prepared = self.prepare(video, num_frames)
+        evidence, features = self.evidence_prepared(prepared, question, options, hide)
+        self.remember(prepared, features)
+        return evidence
+
+    def evidence_prepared(
+        self,
+        prepared: PreparedVideo,
+        question: str,
+        options: list[str] | None = None,
+        hide: tuple[float, float] | None = None,
+    ) -> tuple[Evidence, torch.Tensor]:
+        """The accelerator's part of :meth:`evidence` (as :meth:`answer_prepared`): the evidence and
+        the frame features ``[T, F]`` (give them to :meth:`remember`). Runs on the CPU copy when the
+        accelerator runs out of memory."""
         try:
-            question, options = check_question(question, options, self.task)
-            features, times, _, summary, _ = self.video_features(video, num_frames)
-            duration = summary.duration_s if summary is not None else float(times[-1]) if len(times) else 0.0
-            return self.evidence_features(
-                features, question, options, duration_s=duration, frame_times_s=times, hide=hide
+            features = self.encode_prepared(prepared)
+            evidence = self.evidence_features(
+                features,
+                question,
+                options,
+                duration_s=prepared.duration_s,
+                frame_times_s=prepared.timestamps_s,
+                hide=hide,
             )
+            return evidence, features
         except torch.OutOfMemoryError as error:
-            return self._out_of_memory(error).evidence(video, question, options, hide, num_frames)
+            return self._out_of_memory(error).evidence_prepared(prepared, question, options, hide)
 
     @torch.no_grad()
     def evidence_features(

@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import resource
 import select
 import shutil
@@ -85,7 +84,7 @@ class VideoFileTooLargeError(VideoError):
 
 
 class NotAVideoError(VideoError):
-    """No container decord can read: not a regular file, renamed non-video bytes, …"""
+    """No container the decoder can read: not a regular file, renamed non-video bytes, …"""
 
 
 class NoVideoStreamError(VideoError):
@@ -302,16 +301,36 @@ def video_content_hash(path: str | os.PathLike[str], chunk_bytes: int = 1024**2)
 
 _default_pool: VideoWorkerPool | None = None
 _default_pool_lock = threading.Lock()
+_parent_pools: list[VideoWorkerPool] = []
+"""Pools a forked child inherited: kept (never used, never shut down) so that the parent's workers
+and scratch folder stay the parent's."""
 
 
 def default_pool() -> VideoWorkerPool:
     """The process-wide pool used when no ``pool`` is given; created (and its first worker
-    started) on first use — call it at app start-up to take that cost off the first request."""
+    started) on first use — call it at app start-up to take that cost off the first request.
+
+    A forked child (e.g. a ZeroGPU worker) never uses its parent's pool: the workers' pipes and
+    the condition guarding them belong to the parent. It gets its own pool on first use.
+    """
     global _default_pool
     with _default_pool_lock:
         if _default_pool is None:
             _default_pool = VideoWorkerPool()
         return _default_pool
+
+
+def _forget_parent_pool() -> None:
+    """In a forked child: a fresh lock (another thread may have held the parent's at the fork) and no pool."""
+    global _default_pool, _default_pool_lock
+    _default_pool_lock = threading.Lock()
+    if _default_pool is not None:
+        _default_pool._finalizer.detach()  # collecting it here must not stop the parent's workers
+        _parent_pools.append(_default_pool)
+        _default_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_parent_pool)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -654,7 +673,11 @@ def _worker_main() -> None:
             reply = {"ok": False, "error": "DecodeMemoryError", "message": _memory_message(request["path"])}
         except Exception as exc:
             name = os.path.basename(request["path"])
-            message = f"Unexpected error while reading '{name}' ({type(exc).__name__}: {str(exc)[:200]})."
+            print(f"unexpected error while reading {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            message = (
+                f"'{name}' could not be read as a video (an unexpected decoding error). "
+                "Try converting it to MP4 (H.264), or another video."
+            )
             reply = {"ok": False, "error": "VideoError", "message": message}
         finally:
             signal.alarm(0)
@@ -780,6 +803,11 @@ def _check_file(path: str, limits: VideoLimits) -> tuple[str, int]:
         raise VideoFileTooLargeError(
             f"The file '{name}' is {size / _MB:.1f} MB; the limit is {limits.max_file_bytes / _MB:.1f} MB."
         )
+    if _is_text(path):
+        # FFmpeg would render a text file as a video of its characters (its "tty" format).
+        raise NotAVideoError(
+            f"The file '{name}' is not a video: it holds text. Upload a video file, e.g. MP4 (H.264) or WebM."
+        )
     overrun = _mp4_box_past_end(path, size)
     if overrun:
         # Decoders would silently return the frames before the cut (or fail to find the index).
@@ -788,6 +816,23 @@ def _check_file(path: str, limits: VideoLimits) -> tuple[str, int]:
             "e.g. an incomplete upload or recording."
         )
     return path, size
+
+
+_TEXT_PROBE_BYTES = 4096
+_TEXT_CONTROLS = frozenset(b"\t\n\r\x0c\x1b")
+
+
+def _is_text(path: str) -> bool:
+    """Whether the file starts with text: UTF-8 with no control bytes but tab, newlines, form feed
+    and escape. Every video container starts with binary fields (sizes, sync bytes, zeros)."""
+    with open(path, "rb") as file:
+        head = file.read(_TEXT_PROBE_BYTES)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the probe
+            return False
+    return all(byte >= 0x20 or byte in _TEXT_CONTROLS for byte in head) and 0x7F not in head
 
 
 _MP4_TOP_LEVEL_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
@@ -818,12 +863,6 @@ def _mp4_box_past_end(path: str, file_bytes: int) -> str | None:
                 return None  # not a box structure; the decoder will judge
             offset += box_bytes
     return box_type.decode("latin-1") if offset > file_bytes else None
-
-
-def _decord_reason(message: str) -> str:
-    """decord's error text without its ``[time] file.cc:line:`` prefixes."""
-    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", message).strip()
-    return text.splitlines()[-1][:200] if text else "unknown error"
 
 
 def _open_reader(path: str, ffmpeg_log: Callable[[], str], width: int = -1, height: int = -1) -> Any:
@@ -857,8 +896,11 @@ def _open_reader(path: str, ffmpeg_log: Callable[[], str], width: int = -1, heig
         elif message.startswith("Error reading"):  # decord's generic text; FFmpeg's went to stderr
             reason = "unrecognised or damaged container"
         else:
-            reason = _decord_reason(message)
-        raise NotAVideoError(f"The file '{name}' is not a video decord can read ({reason}).") from exc
+            reason = "unrecognised or damaged container"
+        raise NotAVideoError(
+            f"The file '{name}' is not a video this server can read ({reason}). "
+            "Upload a video file, e.g. MP4 (H.264) or WebM."
+        ) from exc
     return reader
 
 
@@ -905,7 +947,8 @@ def _probe_reader(reader: Any, path: str, file_bytes: int, limits: VideoLimits) 
         raise DecodeMemoryError(_memory_message(path)) from None
     except Exception as exc:
         raise CorruptVideoError(
-            f"The first frame of '{name}' cannot be decoded ({_decord_reason(str(exc))}); the file is corrupt."
+            f"The first frame of '{name}' cannot be decoded: the file is corrupt or uses a codec this server "
+            "cannot decode. Try converting it to MP4 (H.264)."
         ) from exc
     if width * height > limits.max_pixels:
         raise VideoResolutionTooLargeError(
@@ -922,7 +965,93 @@ def _format_duration(seconds: float) -> str:
 
 def _probe_local(path: str, limits: VideoLimits, ffmpeg_log: Callable[[], str]) -> VideoInfo:
     path, file_bytes = _check_file(path, limits)
-    return _probe_reader(_open_reader(path, ffmpeg_log), path, file_bytes, limits)[0]
+    try:
+        return _probe_reader(_open_reader(path, ffmpeg_log), path, file_bytes, limits)[0]
+    except CorruptVideoError as error:
+        return _read_in_order(path, file_bytes, limits, error)[0]
+
+
+def _read_in_order(
+    path: str,
+    file_bytes: int,
+    limits: VideoLimits,
+    error: CorruptVideoError,
+    count_for: Callable[[VideoInfo], int] | None = None,
+    size: int | None = None,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+) -> tuple[VideoInfo, SampledFrames | None]:
+    """For a container the seeking reader fails on although FFmpeg reads it front to back (e.g.
+    MPEG-TS: no index to seek with): count the frames from the packets, then decode in order and
+    keep ``count_for(info)`` uniformly spaced ones (with ``allocate``; else probe only).
+
+    Raises ``error`` (what the seeking reader found) when this way fails too.
+    """
+    import av
+
+    # Importing PyAV routes FFmpeg's log into Python, away from the worker's log file, where the
+    # seeking reader's diagnoses (e.g. "moov atom not found") are read for later requests.
+    av.logging.restore_default_callback()
+    name = os.path.basename(path)
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            times = sorted(
+                float(packet.pts * packet.time_base)
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size
+            )
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rate = float(stream.average_rate or 0) or (len(times) / max(times[-1] - times[0], 1e-3))
+    except (av.FFmpegError, IndexError, ZeroDivisionError, OverflowError, ValueError):
+        raise error from None
+    if not times or width <= 0 or height <= 0:
+        raise error
+    starts = np.asarray(times, dtype=np.float64) - times[0]  # [T]
+    duration_s = float(starts[-1] + 1.0 / rate)
+    if duration_s > limits.max_duration_s:
+        raise VideoTooLongError(
+            f"'{name}' is {_format_duration(duration_s)} long; the limit is {_format_duration(limits.max_duration_s)}."
+        )
+    if width * height > limits.max_pixels:
+        raise VideoResolutionTooLargeError(
+            f"'{name}' is {width}x{height} pixels; the limit is {limits.max_pixels / 1e6:.1f} megapixels "
+            "(4K UHD is 8.3)."
+        )
+    info = VideoInfo(path, file_bytes, len(starts), rate, duration_s, int(width), int(height))
+    if allocate is None or count_for is None:
+        return info, None
+    count = count_for(info)
+    indices = uniform_indices(info.num_frames, count)
+    out_height, out_width = _output_size(height, width, size)
+    _check_decode_memory(name, count, out_height, out_width, limits)
+    frames = allocate((count, out_height, out_width, 3))  # [N, H, W, 3]
+    wanted = {int(index): row for row, index in enumerate(indices)}
+    found = 0
+    try:
+        with av.open(path) as container:
+            for number, frame in enumerate(container.decode(container.streams.video[0])):
+                row = wanted.get(number)
+                if row is not None:
+                    frames[row] = frame.to_ndarray(format="rgb24", width=out_width, height=out_height)
+                    found += 1
+                if found == count:
+                    break
+    except av.FFmpegError:
+        raise error from None
+    if found == 0:
+        raise error
+    if found < count:  # fewer frames decoded than packets counted: repeat the last one found
+        frames[found:] = frames[found - 1]
+    return info, SampledFrames(frames=frames, timestamps_s=starts[indices], indices=indices, info=info)
+
+
+def _check_decode_memory(name: str, count: int, height: int, width: int, limits: VideoLimits) -> None:
+    frame_bytes = height * width * 3
+    if count * frame_bytes > limits.max_decode_memory_bytes:
+        raise DecodeMemoryError(
+            f"{count} frames of {width}x{height} from '{name}' need {count * frame_bytes / _MB:.0f} MB; "
+            f"the limit is {limits.max_decode_memory_bytes / _MB:.0f} MB. Sample fewer frames or a smaller size."
+        )
 
 
 def _output_size(height: int, width: int, size: int | None) -> tuple[int, int]:
@@ -946,8 +1075,20 @@ def _sample_local(
 ) -> SampledFrames:
     path, file_bytes = _check_file(path, limits)
     name = os.path.basename(path)
-    reader = _open_reader(path, ffmpeg_log)
-    info, starts = _probe_reader(reader, path, file_bytes, limits)
+
+    def count_for(info: VideoInfo) -> int:
+        wanted = num_frames if num_frames is not None else max(1, round(info.duration_s * fps))
+        return min(wanted, limits.max_frames_to_sample, info.num_frames)
+
+    try:
+        reader = _open_reader(path, ffmpeg_log)
+        info, starts = _probe_reader(reader, path, file_bytes, limits)
+    except CorruptVideoError as error:
+        if window_s is not None:  # reading front to back cannot start at a time
+            raise
+        sampled = _read_in_order(path, file_bytes, limits, error, count_for, size, allocate)[1]
+        assert sampled is not None
+        return sampled
 
     first, available, span_s = 0, info.num_frames, info.duration_s
     if window_s is not None:
@@ -964,11 +1105,7 @@ def _sample_local(
     indices = first + uniform_indices(available, count)
     out_height, out_width = _output_size(info.height, info.width, size)
     frame_bytes = out_height * out_width * 3
-    if count * frame_bytes > limits.max_decode_memory_bytes:
-        raise DecodeMemoryError(
-            f"{count} frames of {out_width}x{out_height} from '{name}' need {count * frame_bytes / _MB:.0f} MB; "
-            f"the limit is {limits.max_decode_memory_bytes / _MB:.0f} MB. Sample fewer frames or a smaller size."
-        )
+    _check_decode_memory(name, count, out_height, out_width, limits)
     if (out_height, out_width) != (info.height, info.width):
         reader = _open_reader(path, ffmpeg_log, width=out_width, height=out_height)
 
@@ -986,6 +1123,9 @@ def _sample_local(
                 f"{info.num_frames}); the file is truncated or corrupt."
             ) from exc
         if batch.shape != (len(batch_indices), out_height, out_width, 3):
-            raise CorruptVideoError(f"Decoding '{name}' returned frames of an unexpected shape {batch.shape}.")
+            raise CorruptVideoError(
+                f"Decoding '{name}' returned frames of an unexpected size; the file may be damaged. "
+                "Try converting it to MP4 (H.264)."
+            )
         frames[start : start + len(batch_indices)] = batch
     return SampledFrames(frames=frames, timestamps_s=starts[indices], indices=indices, info=info)

@@ -202,7 +202,7 @@ BAD_REQUESTS = {
     "0 bytes": (_file("empty.mp4", b""), "Q?", "a\nb", "is empty (0 bytes)"),
     "truncated mp4": (_file("cut.mp4", _half_of_bikes), "Q?", "a\nb", "truncated"),
     "audio only": (audio_only_video, "Q?", "a\nb", "has no video stream"),
-    "not a video type": (_file("notes.txt", b"hello"), "Q?", "a\nb", "Invalid file type"),
+    "text file": (_file("notes.txt", b"hello, these are my notes\n" * 20), "Q?", "a\nb", "not a video"),
     "empty question": (None, "   ", "a\nb", "Please type a question"),
     "no options": (None, "What happens?", "\n \n", "give at least two"),
     "one option": (None, "What happens?", "only this", "give at least two"),
@@ -333,3 +333,19 @@ def test_cache_dir_holds_the_feature_cache_and_the_inspection_runs(
 def test_options_are_one_per_line() -> None:
     assert parse_options(" a \n\nb\n") == ["a", "b"]
     assert parse_options("  \n") is None and parse_options(None) is None
+
+
+def test_gradio_is_imported_only_by_the_app_package() -> None:
+    """The library and the training programs run without gradio; only ``glance_focus/app/`` lays out pages."""
+    import ast
+
+    importers = []
+    for path in [*(ROOT / "glance_focus").rglob("*.py"), *(ROOT / "train").rglob("*.py")]:
+        if (ROOT / "glance_focus" / "app") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(name == "gradio" or name.startswith(("gradio.", "gradio_client")) for name in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert importers == []

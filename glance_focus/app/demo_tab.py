@@ -15,7 +15,8 @@ from glance_focus.app.answering import Answerer
 from glance_focus.app.examples import Example, examples_cache_folder, examples_cache_key, examples_cache_root
 from glance_focus.app.messages import model_summary, timings_markdown
 from glance_focus.app.models import Models
-from glance_focus.app.settings import EXAMPLES_PER_PAGE, FRAMES_RANGE, REPO_ROOT
+from glance_focus.app.settings import EXAMPLES_PER_PAGE, FRAMES_RANGE, MAX_UPLOAD_BYTES, REPO_ROOT, VIDEO_LIMITS
+from glance_focus.app.uploads import uploaded_file_input
 from glance_focus.checkpoint import CONFIG_NAME
 from glance_focus.evidence import Evidence
 from glance_focus.pipeline import MAX_OPTIONS, MAX_QUESTION_CHARS
@@ -99,13 +100,15 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
-            video = gr.Video(
-                label="Video (mp4, webm, mov, avi, mkv)",
-                sources=["upload"],
-                include_audio=True,
-                height=300,
-                elem_id="video",
+            # Any file is accepted (a video player's upload box refuses files whose type the browser
+            # does not call video, e.g. many .ts or extension-less files); the player only previews.
+            video = uploaded_file_input("Video (any format)", height=120, elem_id="video")
+            gr.Markdown(
+                "MP4, WebM, MOV, MKV, AVI, MPEG, MPEG-TS, 3GP, … — any file a video decoder reads; at most "
+                f"{MAX_UPLOAD_BYTES // 10**6} MB and {VIDEO_LIMITS.max_duration_s / 60:g} minutes.",
+                elem_classes="figure-help",
             )
+            preview = gr.Video(label="Preview", interactive=False, height=260, visible=False, elem_id="video-preview")
             question = gr.Textbox(
                 label="Question",
                 placeholder="e.g. What happened right after the object turned red?",
@@ -234,6 +237,12 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
             gr.update(visible=choice.card is not None),
             choice.card or "",
         )
+
+    def show_preview(path: str | None) -> dict[str, Any]:
+        """The uploaded file in the player (browsers play some formats only; the answer needs none)."""
+        return gr.update(value=path, visible=path is not None)
+
+    video.change(show_preview, video, preview, api_visibility="private", queue=False)
 
     model.change(
         select_model,

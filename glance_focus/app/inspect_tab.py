@@ -19,6 +19,7 @@ import gradio as gr
 
 from glance_focus.app.messages import model_summary
 from glance_focus.app.models import ModelChoice, Models
+from glance_focus.app.zerogpu import zero_gpu
 from glance_focus.inspection import (
     TABLE_COLUMNS,
     DataSource,
@@ -149,6 +150,10 @@ class Inspector:
         work_dir: str | Path | None = None,
     ) -> None:
         self.models = models
+        self.device = "cpu" if zero_gpu() else models.device
+        """Where runs compute. On ZeroGPU the CPU, on purpose: a run reads precomputed features and runs
+        only the small Glance-Focus model (no image encoder), it is cached, and a whole split could
+        outlast a GPU slot and spend the visitor's GPU quota on a researcher's tool."""
         self.sources = list(sources)
         self.cache_dir = Path(cache_dir)
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="glance-focus-inspect-"))
@@ -193,9 +198,7 @@ class Inspector:
             return run
         choice, source = self._resolve(model, dataset, split)
         with _user_errors("reading a stored run"):
-            run = load_cached_run(
-                choice.path, source.dataset, source.root, split, self.cache_dir, device=self.models.device
-            )
+            run = load_cached_run(choice.path, source.dataset, source.root, split, self.cache_dir, device=self.device)
         if run is None:
             raise gr.Error("Press Run first.")
         self._remember((model, dataset, split), run)
@@ -215,7 +218,7 @@ class Inspector:
         choice, source = self._resolve(model, dataset, split)
         with _user_errors("running"):
             run = run_inspection(
-                choice.path, source.dataset, source.root, split, self.cache_dir, progress, device=self.models.device
+                choice.path, source.dataset, source.root, split, self.cache_dir, progress, device=self.device
             )
         key = [choice.name, source.name, str(split)]
         self._remember((key[0], key[1], key[2]), run)
