@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,12 +128,14 @@ def save_checkpoint(
     info: CheckpointInfo,
     text_encoder_state: dict[str, Tensor] | None = None,
     training_state: dict[str, Any] | None = None,
+    text_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``directory`` atomically: everything goes to a temporary sibling that replaces it at once.
 
     A crash leaves either the old checkpoint or the new one, never a mixture. ``training_state``
     (optimizer, scheduler, step, RNG states: tensors and plain Python values only) is what a
     training run needs to resume exactly; it is read back with the weights-only unpickler.
+    ``text_files`` maps file names to UTF-8 text written beside the weights (a model card).
     """
     if info.model != model.config:
         raise CheckpointError("CheckpointInfo.model differs from the model's own config")
@@ -150,6 +153,10 @@ def save_checkpoint(
         if training_state is not None:
             torch.save(training_state, staging / TRAINING_STATE_NAME)
         _write_json(staging / CONFIG_NAME, info.to_json())
+        for name, text in (text_files or {}).items():
+            if Path(name).name != name or name in (CONFIG_NAME, WEIGHTS_NAME):
+                raise CheckpointError(f"{name!r} cannot be written beside a checkpoint's own files")
+            (staging / name).write_text(text, encoding="utf-8")
         _replace_directory(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

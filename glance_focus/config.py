@@ -74,6 +74,9 @@ class GlanceFocusConfig:
     """Reference: float ones as visual key-padding mask, concatenated with the text mask (+1 logits)."""
     compat_answer_from_first_layer: bool = False
     """Reference: the answer head reads the QA query from the first decoder layer."""
+    compat_text_padding: bool = False
+    """Reference text path: the strings encoded together are padded to the longest (none truncated) and
+    the text encoder's float32 states at every position, padding included, are fed to the focus stage."""
 
     def __post_init__(self) -> None:
         for name, (low, high) in _SIZE_BOUNDS.items():
@@ -110,6 +113,7 @@ class GlanceFocusConfig:
             compat_event_memory_slice=True,
             compat_float_masks=True,
             compat_answer_from_first_layer=True,
+            compat_text_padding=True,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from glance_focus.checkpoint import CheckpointInfo, save_checkpoint
 from glance_focus.config import GlanceFocusConfig
 from glance_focus.model import GlanceFocus
 
+MODEL_CARD_NAME = "MODEL_CARD.md"
 _TEXT_ENCODER_PREFIX = "transformer.text_encoder."
 # Buffers some transformers versions saved in the state dict; they are not parameters.
 _IGNORED_TEXT_ENCODER_KEYS = {"embeddings.position_ids"}
@@ -192,6 +193,39 @@ def roberta_config_from_state(text_state: dict[str, Tensor], num_attention_heads
     }
 
 
+def reference_text_limit(hf_config: Mapping[str, Any]) -> int:
+    """Most tokens (``<s>``/``</s>`` included) a RoBERTa reads: its position table less the slots
+    at and below the padding index, which RoBERTa's position ids skip (514 - 2 = 512 for roberta-base)."""
+    return int(hf_config["max_position_embeddings"]) - int(hf_config.get("pad_token_id", 1)) - 1
+
+
+def _fine_tuned_text_encoder(spec: str, text_state: dict[str, Tensor], text_hidden_size: int) -> dict[str, Any]:
+    """The Hugging Face config (as a dict) of ``spec``'s architecture, checked to hold ``text_state``.
+
+    Only ``spec``'s tokenizer and config are read (not its weights); :class:`EncoderUnavailableError`
+    where they cannot be had here.
+    """
+    from transformers import AutoConfig  # heavy: only when needed
+
+    from glance_focus.encoders import EncoderUnavailableError, resolve_text_weights
+    from glance_focus.text_features import build_text_encoder_from_config
+
+    weights = resolve_text_weights(spec)
+    try:
+        hf_config = AutoConfig.from_pretrained(weights.source, local_files_only=weights.local_files_only).to_dict()
+    except OSError as error:
+        raise EncoderUnavailableError(f"The config of text encoder {spec!r} could not be loaded: {error}") from error
+    encoder = build_text_encoder_from_config(spec, hf_config, device="cpu")
+    try:
+        encoder.model.load_state_dict(text_state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise ValueError(f"the checkpoint's fine-tuned text encoder does not fit {spec!r}: {first}") from error
+    if encoder.hidden_size != text_hidden_size:
+        raise ValueError(f"the model reads {text_hidden_size}-d text tokens but {spec!r} gives {encoder.hidden_size}")
+    return hf_config
+
+
 def convert_reference_to_checkpoint(
     reference: str | Path | Mapping[str, torch.Tensor],
     out_dir: str | Path,
@@ -204,6 +238,7 @@ def convert_reference_to_checkpoint(
     num_frames: int = 80,
     num_heads: int = 8,
     metadata: Mapping[str, Any] | None = None,
+    model_card: str | None = None,
 ) -> Path:
     """Write a checkpoint directory from a reference-code checkpoint (file or state dict).
 
@@ -211,8 +246,10 @@ def convert_reference_to_checkpoint(
     number of heads cannot be and is given (reference: 8). ``frame_encoder`` names what made the
     features the model reads (``"unknown"`` for the reference's S3D ``.pth`` files, which
     :func:`~glance_focus.extraction.resolve_features` then accepts). A fine-tuned text encoder inside
-    the reference state is stored beside the model and must fit ``text_encoder``'s architecture;
-    without one, ``text_encoder``'s width must equal the model's ``text_hidden_size``.
+    the reference state is stored beside the model with the architecture of ``text_encoder`` (whose
+    tokenizer and config are read, not its weights), and ``text_max_length`` becomes the most tokens
+    that architecture reads (the reference never truncates). Without one, ``text_encoder``'s width
+    must equal the model's ``text_hidden_size``. ``model_card`` is written as ``MODEL_CARD.md``.
     """
     if isinstance(reference, str | Path):
         state = load_reference_checkpoint(reference)
@@ -224,6 +261,7 @@ def convert_reference_to_checkpoint(
     model = GlanceFocus(config)
     model.load_state_dict(converted.model_state, strict=True)
     text_state = converted.text_encoder_state or None
+    hf_config = None
     if text_state is None:
         from glance_focus.encoders import load_text_encoder  # heavy (transformers): only when needed
 
@@ -232,6 +270,14 @@ def convert_reference_to_checkpoint(
             raise ValueError(
                 f"the reference model reads {config.text_hidden_size}-d text tokens but {text_encoder!r} gives {width}"
             )
+    else:
+        hf_config = _fine_tuned_text_encoder(text_encoder, text_state, config.text_hidden_size)
+        text_max_length = reference_text_limit(hf_config)
+    if len(event_classes) != config.num_event_classes:
+        raise ValueError(
+            f"{len(event_classes)} event class names given, but the checkpoint predicts "
+            f"{config.num_event_classes} event classes (plus background)"
+        )
     info = CheckpointInfo(
         model=config,
         frame_encoder=frame_encoder,
@@ -239,7 +285,9 @@ def convert_reference_to_checkpoint(
         num_frames=num_frames,
         text_encoder=text_encoder,
         text_max_length=text_max_length,
+        text_encoder_config=hf_config,
         event_classes=tuple(event_classes),
         metadata={"converted_from": source, **(metadata or {})},
     )
-    return save_checkpoint(out_dir, model, info, text_encoder_state=text_state)
+    files = {MODEL_CARD_NAME: model_card} if model_card is not None else None
+    return save_checkpoint(out_dir, model, info, text_encoder_state=text_state, text_files=files)
