@@ -10,7 +10,7 @@ architecture from the tensor shapes with every reference-compatibility switch on
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,14 @@ _KEY_RULES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# Our names of weights every reference model has: a state dict without them is something else.
+_CORE_KEYS = frozenset({"input_proj.weight_direction", "event_queries.weight", "answer_query.weight"})
+
+
+class NotAReferenceCheckpointError(ValueError):
+    """A file or state dict that is not a checkpoint of the reference code."""
+
+
 @dataclass(frozen=True)
 class ConvertedReference:
     """A reference state dict in this library's layout."""
@@ -122,8 +130,15 @@ def convert_reference_state_dict(state: dict[str, Tensor]) -> ConvertedReference
             unknown.append(key)
             continue
         model_state[new_key] = value.reshape(()) if new_key == "input_proj.weight_scale" else value
+    missing = sorted(_CORE_KEYS - set(model_state))
+    if missing:
+        raise NotAReferenceCheckpointError(
+            f"not a Glance-Focus reference checkpoint: it has no {', '.join(missing)} "
+            f"({len(state)} tensors, e.g. {', '.join(sorted(state)[:3]) or 'none'})"
+        )
     if unknown:
-        raise ValueError(f"reference checkpoint has keys this converter does not understand: {sorted(unknown)}")
+        shown = ", ".join(sorted(unknown)[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ValueError(f"reference checkpoint has {len(unknown)} keys this converter does not understand: {shown}")
     return ConvertedReference(model_state=model_state, text_encoder_state=text_state)
 
 
@@ -132,14 +147,20 @@ def load_reference_checkpoint(path: str | Path) -> dict[str, Tensor]:
 
     Uses ``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference checkpoint {path} not found")
     try:
-        payload: Any = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler's refusal or a corrupt file
-        raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint: {exc}") from exc
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler's refusal or a corrupt file; its message spans many lines
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise NotAReferenceCheckpointError(
+            f"{path} is not a reference checkpoint (the weights-only PyTorch loader refuses it: {reason})"
+        ) from exc
     if isinstance(payload, dict) and "model_state_dict" in payload:
         payload = payload["model_state_dict"]
-    if not isinstance(payload, dict) or not all(isinstance(v, Tensor) for v in payload.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+    if not isinstance(payload, dict) or not payload or not all(isinstance(v, Tensor) for v in payload.values()):
+        raise NotAReferenceCheckpointError(f"{path} is not a reference checkpoint (no state dict of tensors)")
     return payload
 
 
@@ -238,7 +259,7 @@ def convert_reference_to_checkpoint(
     num_frames: int = 80,
     num_heads: int = 8,
     metadata: Mapping[str, Any] | None = None,
-    model_card: str | None = None,
+    model_card: Callable[[CheckpointInfo], str] | None = None,
 ) -> Path:
     """Write a checkpoint directory from a reference-code checkpoint (file or state dict).
 
@@ -249,7 +270,7 @@ def convert_reference_to_checkpoint(
     the reference state is stored beside the model with the architecture of ``text_encoder`` (whose
     tokenizer and config are read, not its weights), and ``text_max_length`` becomes the most tokens
     that architecture reads (the reference never truncates). Without one, ``text_encoder``'s width
-    must equal the model's ``text_hidden_size``. ``model_card`` is written as ``MODEL_CARD.md``.
+    must equal the model's ``text_hidden_size``. ``model_card(info)`` gives the text of ``MODEL_CARD.md``.
     """
     if isinstance(reference, str | Path):
         state = load_reference_checkpoint(reference)
@@ -289,5 +310,5 @@ def convert_reference_to_checkpoint(
         event_classes=tuple(event_classes),
         metadata={"converted_from": source, **(metadata or {})},
     )
-    files = {MODEL_CARD_NAME: model_card} if model_card is not None else None
+    files = {MODEL_CARD_NAME: model_card(info)} if model_card is not None else None
     return save_checkpoint(out_dir, model, info, text_encoder_state=text_state, text_files=files)
