@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -176,6 +177,54 @@ def _replace_directory(new: Path, target: Path) -> None:
         os.replace(retired, target)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+HUB_SCHEME = "hf://"
+_HUB_CHECKPOINT = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w.-]+))?(?:/(?P<subdir>.+))?$")
+
+
+def resolve_checkpoint_path(checkpoint: str | Path) -> Path:
+    """A local checkpoint directory for ``checkpoint``: a path as given, or ``hf://OWNER/REPO[@REV][/SUBDIR]``.
+
+    A Hub checkpoint is a snapshot of the model repository (only ``SUBDIR`` when given) in the
+    Hugging Face cache (``HF_HOME``), downloaded on first use. Where downloads are forbidden
+    (``HF_HUB_OFFLINE=1``) or the Hub cannot be reached, the cached snapshot is used, and a repository
+    that is not cached raises :class:`CheckpointError` at once.
+    """
+    text = str(checkpoint)
+    if not text.startswith(HUB_SCHEME):
+        return Path(checkpoint)
+    match = _HUB_CHECKPOINT.match(text.rstrip("/"))
+    if match is None:
+        raise CheckpointError(f"{text} is not a Hub checkpoint name: expected hf://OWNER/REPO[@REVISION][/SUBDIR]")
+    from huggingface_hub import snapshot_download  # only for Hub checkpoints
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    from glance_focus.encoders import hub_offline
+
+    repo, revision, subdir = match["repo"], match["rev"], match["subdir"]
+    offline = hub_offline()
+    try:
+        snapshot = snapshot_download(
+            repo,
+            revision=revision,
+            allow_patterns=f"{subdir}/*" if subdir else None,
+            local_files_only=offline,
+        )
+    except LocalEntryNotFoundError as error:
+        why = "HF_HUB_OFFLINE=1 forbids downloads" if offline else "the Hugging Face Hub cannot be reached"
+        at = f" at revision {revision}" if revision else ""
+        raise CheckpointError(
+            f"checkpoint {text}: {repo}{at} is not in the local Hugging Face cache and {why}; "
+            f"download it once with network (hf download {repo}{f' --revision {revision}' if revision else ''})"
+        ) from error
+    except (HfHubHTTPError, ValueError, OSError) as error:  # unknown or private repository, bad revision
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"checkpoint {text} cannot be downloaded: {reason}") from error
+    path = Path(snapshot) / subdir if subdir else Path(snapshot)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {text}: the repository has no folder {subdir!r}")
+    return path
 
 
 def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
