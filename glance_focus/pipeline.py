@@ -76,6 +76,11 @@ class AttentionMaps:
     """``[L, T]``: focus stage step 2, each token's selected events over the frames."""
     answer_to_frames: np.ndarray
     """``[T]``: the answer query's attention carried through to the frames."""
+    question_memory_keys: list[str] | None = None
+    """What the ``Q`` columns of ``question_to_memory`` are when they are not the memory prompts:
+    reference-compatible models read the last Q encoded positions, mostly text tokens and padding
+    (labelled by token, ``P<k>`` for a prompt). None: the memory prompts in temporal order.
+    All focus maps come from the decoder layer the answer is read from."""
 
 
 @dataclass(frozen=True)
@@ -379,6 +384,9 @@ class Predictor:
         tokens = self._tokens(sequences[row], int((~text_padding[0, row]).sum()))
         valid = ~text_padding[0, row]
         order = out.sort_order[0].cpu()
+        keys = None
+        if self.model.config.compat_event_memory_slice:
+            keys = self._last_positions(num_frames, tokens, text_padding.shape[-1])
         attention = AttentionMaps(
             frame_times_s=np.asarray(frame_times_s, dtype=np.float64),
             prompt_to_frame=out.glance.prompt_to_frame[0][order].float().cpu().numpy(),
@@ -386,6 +394,7 @@ class Predictor:
             question_to_memory=out.focus.question_to_memory[row][valid].float().cpu().numpy(),
             events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),
             answer_to_frames=out.focus.answer_to_frames[row][:num_frames].float().cpu().numpy(),
+            question_memory_keys=keys,
         )
         timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0)
         return Prediction(answer, answer_index, shown, shown_probs, events, attention, timings)
@@ -413,6 +422,14 @@ class Predictor:
                 )
             )
         return events
+
+    def _last_positions(self, num_frames: int, tokens: list[str], text_length: int) -> list[str]:
+        """Labels of the last Q positions of the focus encoder's ``[frames; prompts; text]`` sequence,
+        the reference's "event memory": text tokens, padding (``<pad>``), else prompts or frames."""
+        num_prompts = self.model.config.num_memory_prompts
+        labels = [f"frame {t + 1}" for t in range(num_frames)] + [f"P{q + 1}" for q in range(num_prompts)]
+        labels += tokens + ["<pad>"] * (text_length - len(tokens))
+        return labels[-num_prompts:]
 
     def _tokens(self, text: str, length: int) -> list[str]:
         tokenizer = self.text.encoder.tokenizer

@@ -11,7 +11,10 @@ prompt ``P{k+1}`` in temporal order (the order the focus stage reads them) in ev
   probability; background prompts (no event) are grey and faint. Side column: the legend.
 - :func:`attention_figure`: glance attention of each memory prompt over the frames ``[Q, T]``,
   the answer query's attention over the frames ``[T]`` below it, and, in the side column, the
-  focus stage's question-token → memory-prompt attention drawn with prompts as rows ``[Q, L]``.
+  focus stage's question-token → memory-prompt attention drawn with prompts as rows ``[Q, L]``
+  (for reference-compatible models, whose "event memory" is the last Q positions of the encoded
+  sequence, those positions labelled by token instead). Focus maps come from the decoder layer
+  the answer is read from.
 
 matplotlib's object API only (no pyplot): every call builds a new :class:`Figure` on an Agg
 canvas that the caller owns, so figures can be drawn from many threads of a server at once.
@@ -285,9 +288,20 @@ def attention_figure(prediction: Prediction) -> Figure:
         token_ax.pcolormesh(np.arange(len(tokens) + 1), np.arange(rows + 1) - 0.5, matrix, cmap=HEATMAP, vmin=0, vmax=1)
         token_ax.set_xticks(np.arange(len(tokens)) + 0.5, tokens, rotation=90, fontsize=7)
         token_ax.set_xlim(0, len(tokens))
-    token_ax.set_ylim(rows - 0.5, -0.5)
-    token_ax.set_yticks(range(rows), [])
+    keys = att.question_memory_keys
+    token_ax.set_ylim(len(keys or range(rows)) - 0.5, -0.5)
     token_ax.tick_params(length=0)
-    token_ax.set_title("Focus: question tokens → prompts", loc="left", fontsize=11)
-    token_ax.set_xlabel("each token's column scaled to its maximum", fontsize=8)
+    if keys is None:
+        token_ax.set_yticks(range(rows), [])
+        token_ax.set_title("Focus: question tokens → prompts", loc="left", fontsize=11)
+        token_ax.set_xlabel("each token's column scaled to its maximum", fontsize=8)
+    else:  # reference layout: the "event memory" is the sequence's last positions, not the prompts
+        token_ax.set_yticks(range(len(keys)), [_short(key) for key in keys], fontsize=7)
+        token_ax.set_title(f"Focus: tokens → last {len(keys)} positions", loc="left", fontsize=10)
+        token_ax.set_xlabel("reference layout: these rows are text positions,\nnot the memory prompts", fontsize=8)
     return figure
+
+
+def _short(label: str, limit: int = 7) -> str:
+    """``label`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"

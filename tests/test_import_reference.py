@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from glance_focus.checkpoint import load_checkpoint, read_checkpoint_info
 from glance_focus.pipeline import Predictor
+from glance_focus.plots import attention_figure
 from tests.test_reference_text import FIXTURE_DIR, write_text_encoder_dir
 from train.import_reference import main as import_main
 
@@ -94,6 +95,18 @@ def test_import_writes_a_checkpoint_the_predictor_loads(files: dict[str, Path]) 
     prediction = predictor.predict_features(features, meta["questions"][0], meta["options"][0], duration_s=80.0)
     assert prediction.answer in meta["options"][0] and abs(sum(prediction.probabilities) - 1) < 1e-5
     assert len(prediction.events) == info.model.num_memory_prompts
+
+    # the "event memory" of this layout is the last Q positions of [frames; prompts; text], padding included
+    tokenizer = predictor.text.encoder.tokenizer
+    lengths = [len(tokenizer(f"{meta['questions'][0]} {o}")["input_ids"]) for o in meta["options"][0]]
+    keys = prediction.attention.question_memory_keys
+    q = info.model.num_memory_prompts
+    assert keys is not None and len(keys) == q
+    assert keys.count("<pad>") == min(q, max(lengths) - lengths[prediction.answer_index])
+    figure = attention_figure(prediction)
+    titles = [ax.get_title(loc="left") for ax in figure.axes]
+    assert f"Focus: tokens → last {q} positions" in titles
+    assert not any("→ prompts" in t for t in titles)
 
 
 def test_import_refuses_a_file_that_is_not_a_reference_checkpoint(
