@@ -155,3 +155,15 @@ def test_import_refuses_a_mapping_with_another_class_count(
     argv += ["--events", str(mapping), "--text-encoder", str(files["text"]), "--num-heads", str(files["heads"])]
     assert import_main(argv) == 2
     assert "1 event class names" in one_line_error(capsys)
+
+
+def test_import_with_the_s3d_encoder(files: dict[str, Path]) -> None:
+    """A 1024-d reference model imports with S3D weights; the checkpoint pins them by fingerprint."""
+    out = files["base"] / "s3d"
+    argv = [str(files["wide"]), "--out", str(out), "--frame-encoder", "S3D:random-seed0"]
+    argv += ["--events", str(files["events"]), "--text-encoder", str(files["text"]), "--num-heads", str(files["heads"])]
+    assert import_main(argv) == 0
+    info = read_checkpoint_info(out)
+    assert info.frame_encoder == "S3D:random-seed0" and info.model.feature_dim == 1024
+    assert info.frame_encoder_fingerprint
+    assert "16 fps" in (out / "MODEL_CARD.md").read_text()
