@@ -25,7 +25,7 @@ from glance_focus.evaluation import checkpoint_text_features
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
 from glance_focus.spans import spans_to_se
-from glance_focus.text_features import TextFeatureCache, question_sequences
+from glance_focus.text_features import TextFeatureCache, TextTooLongError, question_sequences
 from glance_focus.video import DEFAULT_LIMITS, VideoLimits, sample_frames, video_content_hash
 
 MAX_QUESTION_CHARS = 1000
@@ -362,7 +362,10 @@ class Predictor:
             frame_times_s = (np.arange(num_frames) + 0.5) / num_frames * duration_s
         t0 = time.perf_counter()
         sequences = question_sequences(question, options)
-        text_hidden, text_padding = self.text.encode([sequences])
+        try:  # one question per padded batch: what a reference-compatible model's answer depends on
+            text_hidden, text_padding = self.text.encode([sequences])
+        except TextTooLongError as error:
+            raise InputError(str(error)) from error
         t1 = time.perf_counter()
         out = self.model(
             features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device)

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from glance_focus.checkpoint import load_checkpoint, read_checkpoint_info
-from glance_focus.pipeline import Predictor
+from glance_focus.pipeline import InputError, Predictor
 from glance_focus.plots import attention_figure
 from tests.test_reference_text import FIXTURE_DIR, write_text_encoder_dir
 from train.import_reference import main as import_main
@@ -103,6 +103,10 @@ def test_import_writes_a_checkpoint_the_predictor_loads(files: dict[str, Path]) 
     q = info.model.num_memory_prompts
     assert keys is not None and len(keys) == q
     assert keys.count("<pad>") == min(q, max(lengths) - lengths[prediction.answer_index])
+    with pytest.raises(InputError, match="tokens long"):  # never truncated: refused with a message
+        predictor.predict_features(
+            features, meta["questions"][0], [" ".join(["XYLOPHONE"] * 28), "no"], duration_s=80.0
+        )
     figure = attention_figure(prediction)
     titles = [ax.get_title(loc="left") for ax in figure.axes]
     assert f"Focus: tokens → last {q} positions" in titles
