@@ -127,3 +127,15 @@ def test_evaluate_cli_reads_hub_checkpoints(tmp_path: Path) -> None:
     assert cached.returncode == 0, cached.stderr[-2000:]
     summary = json.loads(cached.stdout.strip().splitlines()[-1])
     assert summary["checkpoint"] == "hf://someone/glance-sup" and summary["num_questions"] == 24
+
+
+def test_app_takes_hub_checkpoints(hub_cache: Path) -> None:
+    import app
+
+    assert app.parse_args(["--checkpoint", "hf://someone/glance-sup@v1/sub"]).checkpoint == [
+        "hf://someone/glance-sup@v1/sub"
+    ]
+    with pytest.raises(SystemExit) as stopped:
+        app.main(["--checkpoint", "hf://someone/not-downloaded"])
+    assert str(stopped.value.code).startswith("error: checkpoint hf://someone/not-downloaded: ")
+    assert "HF_HUB_OFFLINE=1" in str(stopped.value.code)

@@ -140,7 +140,9 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
     gr.Markdown(
         "Same rows and time axis as the timeline. Left: where each memory prompt looked while glancing "
         "(its predicted span underlined). Right: which memory prompts each word of the question and answer "
-        "selected. Bottom: where the answer query looked.",
+        "selected (for a model imported from the reference code: which of the text's last positions, as the "
+        "rows' labels say). Bottom: where the answer query looked. Focus maps come from the decoder layer the "
+        "answer is read from.",
         elem_classes="figure-help",
     )
 

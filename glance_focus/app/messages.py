@@ -59,6 +59,21 @@ def model_summary(choice: ModelChoice | None) -> str:
         f"- Trained on: {trained}",
         f"- Event vocabulary ({len(info.event_classes)} classes + background): {classes}",
     ]
+    if config.compat_event_memory_slice:
+        lines.append(
+            f'- Reference-code layout: its "event memory" is the last {config.num_memory_prompts} text positions '
+            "(often padding), so the attention figure's right panel shows those positions, not the memory prompts"
+            + (
+                "; the answer and its maps come from the first decoder layer"
+                if config.compat_answer_from_first_layer
+                else ""
+            )
+            + (
+                ". Its answers depend on padding: each question is padded on its own."
+                if config.compat_text_padding
+                else "."
+            )
+        )
     limits = [SYNTHETIC_WORLD] if choice.synthetic else []
     limits += [RANDOM_ENCODER] if "random-seed" in info.frame_encoder else []
     if limits:
