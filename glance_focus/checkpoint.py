@@ -26,6 +26,7 @@ from torch import Tensor
 
 from glance_focus.config import GlanceFocusConfig
 from glance_focus.model import GlanceFocus
+from glance_focus.sampling import FrameSampling, is_clip_encoder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -48,7 +49,7 @@ class CheckpointInfo:
     """Frame encoder spec ``ARCH:PRETRAINED`` (e.g. ``ViT-B-32:random-seed0``)."""
     frame_encoder_fingerprint: str | None
     num_frames: int
-    """Frame features per video the model was trained with (uniform sampling)."""
+    """Frame feature rows per video the model was trained with (frames, or clips for S3D)."""
     text_encoder: str
     """Text encoder spec (Hugging Face directory or name, or ``minilm``)."""
     text_max_length: int = 64
@@ -57,8 +58,17 @@ class CheckpointInfo:
     event_classes: tuple[str, ...] = ()
     answer_vocab: tuple[str, ...] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    frame_sampling: FrameSampling | None = None
+    """How frames are taken from a video; None means what the frame encoder implies
+    (:meth:`FrameSampling.for_encoder`), which is filled in here."""
 
     def __post_init__(self) -> None:
+        if self.frame_sampling is None:
+            object.__setattr__(self, "frame_sampling", FrameSampling.for_encoder(self.frame_encoder))
+        elif self.frame_sampling.is_clips != is_clip_encoder(self.frame_encoder):
+            raise CheckpointError(
+                f"frame sampling {self.frame_sampling.kind!r} does not fit the frame encoder {self.frame_encoder!r}"
+            )
         if self.event_classes and len(self.event_classes) != self.model.num_event_classes:
             raise CheckpointError(
                 f"{len(self.event_classes)} event class names for a model with {self.model.num_event_classes} classes"
@@ -68,6 +78,12 @@ class CheckpointInfo:
                 f"answer vocabulary of {len(self.answer_vocab)} for a model with {self.model.answer_vocab_size} answers"
             )
 
+    @property
+    def sampling(self) -> FrameSampling:
+        """:attr:`frame_sampling`, never None."""
+        assert self.frame_sampling is not None  # filled in by __post_init__
+        return self.frame_sampling
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT_NAME,
@@ -75,6 +91,7 @@ class CheckpointInfo:
             "model": self.model.to_dict(),
             "frame_encoder": {"spec": self.frame_encoder, "fingerprint": self.frame_encoder_fingerprint},
             "num_frames": self.num_frames,
+            "frame_sampling": self.sampling.to_json(),
             "text_encoder": {
                 "spec": self.text_encoder,
                 "max_length": self.text_max_length,
@@ -106,6 +123,7 @@ class CheckpointInfo:
                 event_classes=tuple(data.get("event_classes") or ()),
                 answer_vocab=tuple(vocab) if vocab is not None else None,
                 metadata=dict(data.get("metadata") or {}),
+                frame_sampling=FrameSampling.from_json(data["frame_sampling"]) if data.get("frame_sampling") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"malformed checkpoint config: {exc}") from exc

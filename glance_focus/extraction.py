@@ -25,7 +25,8 @@ from glance_focus.checkpoint import CheckpointInfo
 from glance_focus.data.features import FeatureStore, write_features
 from glance_focus.data.types import DatasetSplit, atomic_path
 from glance_focus.encoders import EncoderUnavailableError, FrameEncoder, load_frame_encoder
-from glance_focus.video import VideoError, VideoLimits, sample_frames
+from glance_focus.sampling import FrameSampling
+from glance_focus.video import ClipSampling, VideoError, VideoLimits, sample_clips, sample_frames
 
 DECODE_SHORT_SIDE = 224
 """Frames are decoded with this short side (the CLIP encoders then resize/crop to their input)."""
@@ -89,12 +90,18 @@ class ExtractionResult:
 
 
 class _DecodeDataset(Dataset):
-    """Decodes one video per item in a DataLoader worker: (video id, frames uint8 [N,H,W,3] or error)."""
+    """Decodes one video per item in a DataLoader worker: (video id, frames uint8 [N,H,W,3] or error).
 
-    def __init__(self, items: list[tuple[str, Path]], num_frames: int, limits: VideoLimits) -> None:
+    ``clips``: decode every clip of the video instead (clip encoders); ``num_frames`` then does not apply.
+    """
+
+    def __init__(
+        self, items: list[tuple[str, Path]], num_frames: int, limits: VideoLimits, clips: ClipSampling | None = None
+    ) -> None:
         self.items = items
         self.num_frames = num_frames
         self.limits = limits
+        self.clips = clips
 
     def __len__(self) -> int:
         return len(self.items)
@@ -102,9 +109,12 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
         video_id, path = self.items[index]
         try:
-            sampled = sample_frames(
-                path, num_frames=self.num_frames, limits=self.limits, size=DECODE_SHORT_SIDE, in_process=True
-            )
+            if self.clips is not None:
+                sampled = sample_clips(path, self.clips, self.limits, in_process=True)
+            else:
+                sampled = sample_frames(
+                    path, num_frames=self.num_frames, limits=self.limits, size=DECODE_SHORT_SIDE, in_process=True
+                )
         except VideoError as exc:
             return video_id, None, str(exc)
         return video_id, torch.from_numpy(sampled.frames), None
@@ -131,7 +141,9 @@ def extract_features(
     progress: bool = True,
     on_video: Callable[[str], None] | None = None,
 ) -> ExtractionResult:
-    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``.
+    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``; with a clip
+    encoder (S3D), every whole clip of each video instead (one row per second, ``num_frames`` unused;
+    the row rule is applied when the features are read, as the STAR loader does).
 
     Resumable: videos finished by an earlier (interrupted) run are not decoded again. Videos that
     fail to decode are reported in the result and left out of the file. Call on every rank under
@@ -147,8 +159,9 @@ def extract_features(
     todo = [(v, Path(videos[v])) for v in mine if not _part_path(parts, v).is_file()]
     skipped = len(mine) - len(todo)
     limits = limits or VideoLimits(max_frames_to_sample=max(num_frames, 1))
+    sampling = FrameSampling.for_encoder(str(encoder.spec))
     loader = DataLoader(
-        _DecodeDataset(todo, num_frames, limits),
+        _DecodeDataset(todo, num_frames, limits, sampling.clips() if sampling.is_clips else None),
         batch_size=1,
         collate_fn=_first,
         num_workers=workers,
@@ -193,6 +206,7 @@ def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: Frame
                 mapping[video_id] = f.get_tensor("features")
     if not mapping:
         raise RuntimeError(f"no video could be encoded for {out_path}")
+    sampling = FrameSampling.for_encoder(str(encoder.spec))
     metadata = {
         "frame_encoder": encoder.spec if isinstance(encoder.spec, str) else str(encoder.spec),
         "fingerprint": encoder.fingerprint,
@@ -200,6 +214,9 @@ def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: Frame
         "sampling": "uniform",
         "decode_short_side": str(DECODE_SHORT_SIDE),
     }
+    if sampling.is_clips:  # every clip of each video: one row per clip
+        metadata.update(num_frames="all clips", sampling=json.dumps(sampling.to_json()))
+        metadata.pop("decode_short_side")
     write_features(out_path, mapping, metadata)
     return out_path
 

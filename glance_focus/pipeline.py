@@ -20,13 +20,21 @@ import numpy as np
 import torch
 
 from glance_focus.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
+from glance_focus.data.features import sample_features
 from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_device
 from glance_focus.evaluation import checkpoint_text_features
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
 from glance_focus.spans import spans_to_se
 from glance_focus.text_features import TextFeatureCache, TextTooLongError, question_sequences
-from glance_focus.video import DEFAULT_LIMITS, VideoLimits, sample_frames, video_content_hash
+from glance_focus.video import (
+    DEFAULT_LIMITS,
+    SampledFrames,
+    VideoLimits,
+    sample_clips,
+    sample_frames,
+    video_content_hash,
+)
 
 MAX_QUESTION_CHARS = 1000
 MAX_OPTION_CHARS = 300
@@ -261,13 +269,25 @@ class Predictor:
 
     # ------------------------------------------------------------------ features
     def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
-        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file."""
+        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file.
+
+        Frames are taken as the checkpoint's :attr:`~CheckpointInfo.frame_sampling` says: ``num_frames``
+        (default: the checkpoint's) uniform frames, or for a clip model (S3D) one row per clip, at most
+        the checkpoint's row count (``num_frames`` does not apply), each row timed at its clip's centre.
+        """
+        clips = self.info.sampling.clips(self.info.num_frames) if self.info.sampling.is_clips else None
         num_frames = num_frames or self.info.num_frames
+        sampling_key = f"clips{clips.fps:g}x{clips.clip_frames}c{clips.crop}max{clips.max_clips}" if clips else ""
         t0 = time.perf_counter()
         key = None
         if self.feature_cache is not None:
             encoder = self.frame_encoder
-            key = FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
+            key = FeatureKey(
+                video_content_hash(video),
+                str(encoder.spec),
+                encoder.fingerprint,
+                sampling_key or f"uniform{num_frames}",
+            )
             t_hash = time.perf_counter() - t0
             hit = self.feature_cache.get(key)
             if hit is not None:
@@ -278,20 +298,29 @@ class Predictor:
         else:
             t_hash = 0.0
         t1 = time.perf_counter()
-        sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
+        sampled: SampledFrames
+        if clips is not None:
+            sampled = sample_clips(video, clips, limits=self.video_limits)
+        else:
+            sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
         t2 = time.perf_counter()
         features = self.frame_encoder.encode(sampled.frames)
         t3 = time.perf_counter()
         info = sampled.info
         summary = VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames)
-        thumbs = _thumbnails(sampled.frames)
+        if clips is not None:  # one row per clip: its middle frame, timed at its centre
+            row_frames = sampled.frames[clips.clip_frames // 2 :: clips.clip_frames]
+            row_times = sampled.timestamps_s[:: clips.clip_frames] + clips.clip_seconds / 2
+        else:
+            row_frames, row_times = sampled.frames, sampled.timestamps_s
+        thumbs = _thumbnails(row_frames)
         if self.feature_cache is not None and key is not None:
             try:
-                self.feature_cache.put(key, features, sampled.timestamps_s, thumbs, {"video": summary.__dict__})
+                self.feature_cache.put(key, features, row_times, thumbs, {"video": summary.__dict__})
             except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
                 log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
         timings = Timings(hash=t_hash, probe_decode=t2 - t1, image_encoder=t3 - t2)
-        return features, np.asarray(sampled.timestamps_s, dtype=np.float64), thumbs, summary, timings
+        return features, np.asarray(row_times, dtype=np.float64), thumbs, summary, timings
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -334,6 +363,10 @@ class Predictor:
     ) -> Prediction:
         """Answer from precomputed frame features ``[T, F]`` of a video lasting ``duration_s`` seconds.
 
+        A clip model (S3D) reads exactly the checkpoint's row count: more rows are subsampled
+        (rows ``floor(j * T / rows)``), fewer get zero rows appended as padding (which a
+        reference-compat model does not mask, as the reference did not). Maps cover the real rows.
+
         Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
         """
         kwargs = {"duration_s": duration_s, "frame_times_s": frame_times_s, "top_k": top_k}
@@ -357,7 +390,16 @@ class Predictor:
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
             raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
-        num_frames = features.shape[0]
+        frame_padding = None
+        if self.info.sampling.is_clips:
+            fitted = sample_features(features, self.info.num_frames)
+            rows = fitted.positions[~fitted.padding].numpy()  # source row of each real row
+            if frame_times_s is None:
+                frame_times_s = (rows + 0.5) * self.info.sampling.clips().clip_seconds
+            else:
+                frame_times_s = np.asarray(frame_times_s, dtype=np.float64)[rows]
+            features, frame_padding = fitted.features, fitted.padding[None].to(self.device)
+        num_frames = features.shape[0] if frame_padding is None else int((~frame_padding).sum())
         if frame_times_s is None:
             frame_times_s = (np.arange(num_frames) + 0.5) / num_frames * duration_s
         t0 = time.perf_counter()
@@ -368,7 +410,7 @@ class Predictor:
             raise InputError(str(error)) from error
         t1 = time.perf_counter()
         out = self.model(
-            features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device)
+            features[None].to(self.device), frame_padding, text_hidden.to(self.device), text_padding.to(self.device)
         )
         t2 = time.perf_counter()
         probs = out.focus.answer_logits[0].float().softmax(-1).cpu()
@@ -392,7 +434,7 @@ class Predictor:
             keys = self._last_positions(num_frames, tokens, text_padding.shape[-1])
         attention = AttentionMaps(
             frame_times_s=np.asarray(frame_times_s, dtype=np.float64),
-            prompt_to_frame=out.glance.prompt_to_frame[0][order].float().cpu().numpy(),
+            prompt_to_frame=out.glance.prompt_to_frame[0][order][:, :num_frames].float().cpu().numpy(),
             question_tokens=tokens,
             question_to_memory=out.focus.question_to_memory[row][valid].float().cpu().numpy(),
             events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),

@@ -45,6 +45,7 @@ from glance_focus.encoders import (
     hub_offline,
     weights_fingerprint,
 )
+from glance_focus.video import center_crop_offsets, clip_resize_size
 
 ARCH = "S3D"
 FEATURE_DIM = 1024
@@ -393,23 +394,6 @@ def build_s3d(spec: FrameEncoderSpec) -> S3D:
 # ----------------------------------------------------------------------------------------------
 
 
-def s3d_resized_size(height: int, width: int, short_side: int = INPUT_SIZE) -> tuple[int, int]:
-    """``(height, width)`` with the short side ``short_side`` and the long side scaled and truncated
-    (the VideoQA extraction's rule: ``int(long * short_side / short)``).
-
-    >>> s3d_resized_size(720, 1280)
-    (224, 398)
-    """
-    if height >= width:
-        return int(height * short_side / width), short_side
-    return short_side, int(width * short_side / height)
-
-
-def center_crop_offsets(height: int, width: int, crop: int = INPUT_SIZE) -> tuple[int, int]:
-    """``(top, left)`` of the centred ``crop × crop`` window, ``int((size - crop) / 2)`` per axis."""
-    return int((height - crop) / 2), int((width - crop) / 2)
-
-
 @dataclass(eq=False)
 class S3DFrameEncoder:
     """A frozen S3D: RGB uint8 frames at 16 fps → one pooled Mixed_5c feature per 16-frame clip.
@@ -448,14 +432,14 @@ class S3DFrameEncoder:
     def preprocess(self, frames: Tensor) -> Tensor:
         """RGB uint8 frames ``[N, H, W, 3]`` → ``[N, 3, crop, crop]`` float32 in [0, 1] on ``device``.
 
-        Frames of another size are first resized (bicubic, short side → ``crop``, long side
-        truncated); the centre crop follows. Frames decoded by
+        Frames whose short side is not ``crop`` are first resized (bicubic, short side → ``crop``,
+        long side truncated); the centre crop follows. Frames decoded by
         :func:`~glance_focus.video.sample_clips` arrive cropped already.
         """
         x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (N, 3, H, W)
         height, width = x.shape[-2:]
         if min(height, width) != self.crop:
-            size = s3d_resized_size(height, width, self.crop)
+            size = clip_resize_size(height, width, self.crop)
             x = F.interpolate(x.float(), size=size, mode="bicubic", antialias=True).clamp_(0, 255).round_()
             height, width = size
         top, left = center_crop_offsets(height, width, self.crop)
