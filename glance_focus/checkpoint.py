@@ -245,6 +245,17 @@ def resolve_checkpoint_path(checkpoint: str | Path) -> Path:
     return path
 
 
+def hub_checkpoint_name(directory: str | Path) -> str | None:
+    """``OWNER/REPO[/SUBDIR]`` for a directory inside a Hugging Face cache snapshot
+    (``…/models--OWNER--REPO/snapshots/REVISION[/SUBDIR]``), None for any other directory."""
+    parts = Path(directory).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
+            repo = parts[i - 1].removeprefix("models--").replace("--", "/")
+            return "/".join([repo, *parts[i + 2 :]])
+    return None
+
+
 def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
     """Parse ``directory/config.json`` without loading weights."""
     path = Path(directory) / CONFIG_NAME

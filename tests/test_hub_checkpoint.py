@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from glance_focus.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint_path
+from glance_focus.checkpoint import CheckpointError, hub_checkpoint_name, load_checkpoint, resolve_checkpoint_path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "assets" / "models" / "synthetic-sup"
@@ -60,6 +60,8 @@ def test_cached_hub_checkpoint_with_subfolder_resolves_and_loads(hub_cache: Path
     assert path == snapshot / "synthetic"
     assert load_checkpoint(path).info.frame_encoder == "ViT-B-32:random-seed0"
     assert resolve_checkpoint_path(f"hf://someone/glance-models@{COMMIT}/synthetic") == path
+    assert hub_checkpoint_name(path) == "someone/glance-models/synthetic"  # what the app's model list shows
+    assert hub_checkpoint_name(BUNDLED) is None
 
 
 def test_cached_hub_checkpoint_at_the_repository_root(hub_cache: Path) -> None:
