@@ -133,14 +133,14 @@ def _kept_behaviours(config: GlanceFocusConfig) -> list[str]:
 
 
 def _sampling(info: CheckpointInfo) -> str:
-    if info.frame_encoder.upper().startswith("S3D"):
-        return (
-            "as the authors' S3D features: the video at 16 fps, short side 224 then a 224 x 224 centre crop, RGB in "
-            "[0, 1]; one feature per 16-frame clip (one per second, the last partial second dropped); then the "
-            f"reference STAR loader's rule to {info.num_frames} rows: zero rows appended below {info.num_frames} "
-            f"(not masked, as in the reference), rows floor(j * n / {info.num_frames}) above"
+    text = info.sampling.describe(info.num_frames)
+    if info.sampling.is_clips:
+        text += (
+            f" (the reference STAR loader's rule: zero rows appended below {info.num_frames}"
+            + (", not masked as in the reference" if info.model.compat_float_masks else "")
+            + f"; rows floor(j * n / {info.num_frames}) of longer videos)"
         )
-    return f"{info.num_frames} frames sampled uniformly over the video"
+    return text
 
 
 def _architecture(config: GlanceFocusConfig) -> str:

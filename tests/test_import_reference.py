@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from glance_focus.checkpoint import load_checkpoint, read_checkpoint_info
 from glance_focus.pipeline import MAX_OPTION_CHARS, InputError, Predictor
 from glance_focus.plots import attention_figure
 from tests.test_reference_text import FIXTURE_DIR, write_text_encoder_dir
+from train.evaluate import main as evaluate_main
 from train.import_reference import main as import_main
 
 ENCODER = "ViT-B-32:random-seed0"
 ENCODER_WIDTH = 512
+REFERENCE_ROWS = 80
 
 
 def reference_tar(path: Path, feature_dim: int, seed: int = 0) -> Path:
@@ -66,9 +68,15 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
-def test_import_writes_a_checkpoint_the_predictor_loads(files: dict[str, Path]) -> None:
+@pytest.fixture(scope="module")
+def imported(files: dict[str, Path]) -> Path:
     out = files["base"] / "imported"
     assert run_import(files, files["tar"], out) == 0
+    return out
+
+
+def test_import_writes_a_checkpoint_the_predictor_loads(files: dict[str, Path], imported: Path) -> None:
+    out = imported
     assert {p.name for p in out.iterdir()} == {
         "config.json",
         "model.safetensors",
@@ -175,3 +183,43 @@ def test_import_with_the_s3d_encoder(files: dict[str, Path]) -> None:
     assert info.frame_encoder == "S3D:random-seed0" and info.model.feature_dim == 1024
     assert info.frame_encoder_fingerprint
     assert "16 fps" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_evaluate_pads_a_batch_together_and_batch_size_one_gives_the_apps_answers(
+    files: dict[str, Path], imported: Path, tmp_path: Path
+) -> None:
+    """What the model card says: train/evaluate.py pads each --batch-size batch of questions together (as
+    the reference's evaluation loop), and --batch-size 1 answers as the app (one question per batch)."""
+    meta = json.loads((FIXTURE_DIR / "reference_text.json").read_text())
+    questions, options = meta["questions"], meta["options"]
+    (tmp_path / "txt_db").mkdir()
+    records = [
+        {"question_id": f"Interaction_T1_{n}", "video_id": f"v{n}", "question": q, "options": o, "answer": 0}
+        for n, (q, o) in enumerate(zip(questions, options, strict=True))
+    ]
+    (tmp_path / "txt_db" / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    generator = torch.Generator().manual_seed(3)
+    frames = {f"v{n}": torch.randn(REFERENCE_ROWS, ENCODER_WIDTH, generator=generator) for n in range(len(records))}
+    save_file(frames, str(tmp_path / "features.safetensors"))
+
+    def evaluate(batch_size: int) -> list[list[float]]:
+        out = tmp_path / f"predictions-{batch_size}.jsonl"
+        argv = ["--checkpoint", str(imported), "--data", str(tmp_path), "--split", "val", "--device", "cpu"]
+        argv += ["--features", str(tmp_path / "features.safetensors"), "--batch-size", str(batch_size)]
+        assert evaluate_main([*argv, "--predictions", str(out)]) == 0
+        return [json.loads(line)["probabilities"] for line in out.read_text().splitlines()]
+
+    predictor = Predictor(imported, device="cpu")
+    app = [
+        predictor.predict_features(frames[r["video_id"]], r["question"], r["options"], duration_s=80.0).probabilities
+        for r in records
+    ]
+    for ours, theirs in zip(evaluate(1), app, strict=True):
+        assert ours == pytest.approx(theirs, abs=1e-5)
+
+    hidden, padding = predictor.text.encode([[f"{r['question']} {o}" for o in r["options"]] for r in records])
+    with torch.no_grad():
+        batched = predictor.model(torch.stack(list(frames.values())), None, hidden, padding)
+    together = batched.focus.answer_logits.softmax(-1).tolist()
+    for ours, theirs in zip(evaluate(len(records)), together, strict=True):
+        assert ours == pytest.approx(theirs, abs=1e-5)
