@@ -84,6 +84,18 @@ class AttentionMaps:
     """``[L, T]``: focus stage step 2, each token's selected events over the frames."""
     answer_to_frames: np.ndarray
     """``[T]``: the answer query's attention carried through to the frames."""
+    padding_rows: int = 0
+    """Zero rows appended after the ``T`` real rows (a clip model reading a short video); not in the maps."""
+    padding_share: float = 0.0
+    """Fraction of the glance and answer attention (mean over memory prompts and the answer query)
+    that went to those zero rows, which a reference-compat model does not mask."""
+
+
+def _mean_share(rows: list[torch.Tensor], start: int, stop: int) -> float:
+    """Mean over attention rows ``[K]`` (each over frames and, in the focus stage, more positions after
+    them) of the share of each row's total that falls on positions ``start:stop``."""
+    shares = [float(row[start:stop].float().sum() / row.float().sum().clamp_min(1e-12)) for row in rows]
+    return sum(shares) / len(shares)
 
 
 @dataclass(frozen=True)
@@ -421,6 +433,8 @@ class Predictor:
         tokens = self._tokens(sequences[row], int((~text_padding[0, row]).sum()))
         valid = ~text_padding[0, row]
         order = out.sort_order[0].cpu()
+        padding_rows = features.shape[0] - num_frames
+        glance_and_answer = [*out.glance.prompt_to_frame[0], out.focus.answer_to_frames[row]]
         attention = AttentionMaps(
             frame_times_s=np.asarray(frame_times_s, dtype=np.float64),
             prompt_to_frame=out.glance.prompt_to_frame[0][order][:, :num_frames].float().cpu().numpy(),
@@ -428,6 +442,8 @@ class Predictor:
             question_to_memory=out.focus.question_to_memory[row][valid].float().cpu().numpy(),
             events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),
             answer_to_frames=out.focus.answer_to_frames[row][:num_frames].float().cpu().numpy(),
+            padding_rows=padding_rows,
+            padding_share=_mean_share(glance_and_answer, num_frames, features.shape[0]) if padding_rows else 0.0,
         )
         timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0)
         return Prediction(answer, answer_index, shown, shown_probs, events, attention, timings)

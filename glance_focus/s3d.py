@@ -63,7 +63,7 @@ DEFAULT_CLIP_BATCH = 32
 """Clips per forward on an accelerator (the VideoQA extraction's batch; the output does not depend on it)."""
 CPU_CLIP_BATCH = 8
 """Clips per forward on CPU at most: activations take ~0.13 GB per clip (peak RSS 1.5 GB at 8 clips,
-~4 GB at 32), and a larger batch is no faster there."""
+~4 GB at 32)."""
 
 STAGES = (
     "conv1",

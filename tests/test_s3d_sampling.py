@@ -21,6 +21,7 @@ from glance_focus.encoders import load_frame_encoder
 from glance_focus.extraction import extract_features
 from glance_focus.model import GlanceFocus
 from glance_focus.pipeline import Predictor
+from glance_focus.plots import attention_figure
 from glance_focus.sampling import FrameSampling
 from glance_focus.video import ClipSampling, VideoTooShortError, clip_frame_plan, sample_clips
 
@@ -247,6 +248,15 @@ def test_s3d_predictor_reads_clips_and_pads_rows_like_the_star_loader(
         assert np.allclose(prediction.attention.frame_times_s, np.arange(5) + 0.5)
         assert prediction.thumbnails is not None and len(prediction.thumbnails) == 5
         assert prediction.attention.prompt_to_frame.shape[1] == 5
+        # The maps leave the 3 zero rows out and say how much attention they drew: some when unmasked.
+        assert prediction.attention.padding_rows == 3
+        assert (
+            (0.0 < prediction.attention.padding_share < 1.0)
+            if name == "compat"
+            else prediction.attention.padding_share < 1e-6
+        )
+        titles = [ax.get_title(loc="left") for ax in attention_figure(prediction).axes]
+        assert any("to 3 zero padding rows (not shown)" in title for title in titles)
         padded = torch.cat([bunny_s3d_features, torch.zeros(3, 1024)])[None]
         mask = None if name == "compat" else (torch.arange(8) >= 5)[None]
         text_hidden, text_padding = predictor.text.encode([[f"{question} {o}" for o in options]])
