@@ -126,6 +126,18 @@ def test_s3d_max_clips_keeps_the_star_rows_of_a_real_video(bunny: Path) -> None:
     assert np.array_equal(three.frames, expected)
 
 
+def test_s3d_clips_of_a_window_are_the_clips_of_that_stretch_of_video(bunny: Path) -> None:
+    """A question's window (STAR cuts [start, end] first) is read as if cut out: its clips start at
+    the window's first frame. Big Buck Bunny's frame at 1.0 s starts on the 16-fps grid, so the
+    window [1, 4) s gives the whole video's clips 2 to 4 exactly."""
+    whole = sample_clips(bunny, ClipSampling(), in_process=True)
+    window = sample_clips(bunny, ClipSampling(), window_s=(1.0, 4.0))
+    assert np.array_equal(window.frames, whole.frames[16:64])
+    assert np.allclose(window.timestamps_s, whole.timestamps_s[16:64])
+    with pytest.raises(VideoTooShortError, match="in that window"):
+        sample_clips(bunny, ClipSampling(), window_s=(2.0, 2.5), in_process=True)
+
+
 def test_s3d_video_shorter_than_one_clip_is_refused(tmp_path: Path) -> None:
     import av
 
