@@ -303,10 +303,11 @@ def init_s3d_seeded_(model: S3D, seed: int) -> None:
     """Initialise ``model`` from ``seed`` with bitwise-identical weights on every machine.
 
     An isolated generator fills, in registration order, every convolution with
-    ``U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))`` (He's bound, which keeps the activation scale
-    through ReLUs, so the pooled features stay informative without trained BatchNorm statistics)
-    and every ``Linear`` weight and bias with ``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``, using only
-    exactly reproducible integer draws (see ``encoders._exact_uniform_``). BatchNorm keeps its
+    ``U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))`` (He's bound: without trained BatchNorm statistics
+    the convolutions then keep the activation scale through the ReLUs; the gates still scale it
+    down, so the pooled features are small, ~1e-3, but vary with the input) and every ``Linear``
+    weight and bias with ``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``, using only exactly reproducible
+    integer draws (see ``encoders._exact_uniform_``). BatchNorm keeps its
     identity initialisation (weight 1, bias 0, running mean 0, variance 1).
     """
     generator = torch.Generator().manual_seed(seed)
