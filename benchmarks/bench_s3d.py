@@ -6,7 +6,7 @@
 Generates (unless --video) a SECONDS-long 640x360 30 fps H.264 video, then measures, for the
 S3D recipe (16 fps, short side 224, centre crop, one 16-frame clip per second, float32):
 - decode_s: ``sample_clips`` alone (decode + resample + crop of every clip of one video);
-- forward_s: the S3D forward alone on those clips (batch 32 clips);
+- forward_s: the S3D forward alone on those clips (the encoder's batch: 8 clips on CPU, 32 on GPU);
 - extract_s: ``extract_features`` on VIDEOS copies of the file (decoding in a worker process,
   overlapped with the forward of the previous video), the path ``train/extract_features.py`` runs;
 and reports frames/s (16-fps frames, i.e. 16 per clip) and clips/s (= seconds of video per
