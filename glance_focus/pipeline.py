@@ -84,11 +84,23 @@ class AttentionMaps:
     """``[L, T]``: focus stage step 2, each token's selected events over the frames."""
     answer_to_frames: np.ndarray
     """``[T]``: the answer query's attention carried through to the frames."""
+    padding_rows: int = 0
+    """Zero rows appended after the ``T`` real rows (a clip model reading a short video); not in the maps."""
+    padding_share: float = 0.0
+    """Fraction of the glance and answer attention (mean over memory prompts and the answer query)
+    that went to those zero rows, which a reference-compat model does not mask."""
     question_memory_keys: list[str] | None = None
     """What the ``Q`` columns of ``question_to_memory`` are when they are not the memory prompts:
     reference-compatible models read the last Q encoded positions, mostly text tokens and padding
     (labelled by token, ``P<k>`` for a prompt). None: the memory prompts in temporal order.
     All focus maps come from the decoder layer the answer is read from."""
+
+
+def _mean_share(rows: list[torch.Tensor], start: int, stop: int) -> float:
+    """Mean over attention rows ``[K]`` (each over frames and, in the focus stage, more positions after
+    them) of the share of each row's total that falls on positions ``start:stop``."""
+    shares = [float(row[start:stop].float().sum() / row.float().sum().clamp_min(1e-12)) for row in rows]
+    return sum(shares) / len(shares)
 
 
 @dataclass(frozen=True)
@@ -429,9 +441,11 @@ class Predictor:
         tokens = self._tokens(sequences[row], int((~text_padding[0, row]).sum()))
         valid = ~text_padding[0, row]
         order = out.sort_order[0].cpu()
+        padding_rows = features.shape[0] - num_frames
+        glance_and_answer = [*out.glance.prompt_to_frame[0], out.focus.answer_to_frames[row]]
         keys = None
         if self.model.config.compat_event_memory_slice:
-            keys = self._last_positions(num_frames, tokens, text_padding.shape[-1])
+            keys = self._last_positions(features.shape[0], tokens, text_padding.shape[-1])
         attention = AttentionMaps(
             frame_times_s=np.asarray(frame_times_s, dtype=np.float64),
             prompt_to_frame=out.glance.prompt_to_frame[0][order][:, :num_frames].float().cpu().numpy(),
@@ -439,6 +453,8 @@ class Predictor:
             question_to_memory=out.focus.question_to_memory[row][valid].float().cpu().numpy(),
             events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),
             answer_to_frames=out.focus.answer_to_frames[row][:num_frames].float().cpu().numpy(),
+            padding_rows=padding_rows,
+            padding_share=_mean_share(glance_and_answer, num_frames, features.shape[0]) if padding_rows else 0.0,
             question_memory_keys=keys,
         )
         timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0)
@@ -468,11 +484,11 @@ class Predictor:
             )
         return events
 
-    def _last_positions(self, num_frames: int, tokens: list[str], text_length: int) -> list[str]:
+    def _last_positions(self, num_rows: int, tokens: list[str], text_length: int) -> list[str]:
         """Labels of the last Q positions of the focus encoder's ``[frames; prompts; text]`` sequence,
         the reference's "event memory": text tokens, padding (``<pad>``), else prompts or frames."""
         num_prompts = self.model.config.num_memory_prompts
-        labels = [f"frame {t + 1}" for t in range(num_frames)] + [f"P{q + 1}" for q in range(num_prompts)]
+        labels = [f"frame {t + 1}" for t in range(num_rows)] + [f"P{q + 1}" for q in range(num_prompts)]
         labels += tokens + ["<pad>"] * (text_length - len(tokens))
         return labels[-num_prompts:]
 

@@ -250,7 +250,10 @@ def attention_figure(prediction: Prediction) -> Figure:
     )
     glance_ax.set_xlim(0, duration)
     _row_labels(glance_ax, rows)
-    glance_ax.set_title("Glance: memory prompt → frames (each row scaled to its maximum)", loc="left", fontsize=11)
+    title = "Glance: memory prompt → frames (each row scaled to its maximum)"
+    if att.padding_rows:  # a clip model's short video, padded with zero rows the maps leave out
+        title += f"; {att.padding_share:.0%} of the attention went to {att.padding_rows} zero padding rows (not shown)"
+    glance_ax.set_title(title, loc="left", fontsize=11, wrap=True)
     glance_ax.tick_params(axis="x", labelbottom=False)
     colours = class_colours(prediction.events)
     for row, event in enumerate(prediction.events):

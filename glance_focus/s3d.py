@@ -60,7 +60,10 @@ CLIP_FRAMES = 16
 INPUT_SIZE = 224
 """Clip height and width after the short-side resize and centre crop."""
 DEFAULT_CLIP_BATCH = 32
-"""Clips per forward (the VideoQA extraction's batch; the output does not depend on it)."""
+"""Clips per forward on an accelerator (the VideoQA extraction's batch; the output does not depend on it)."""
+CPU_CLIP_BATCH = 8
+"""Clips per forward on CPU at most: activations take ~0.13 GB per clip (peak RSS 1.5 GB at 8 clips,
+~4 GB at 32)."""
 
 STAGES = (
     "conv1",
@@ -300,10 +303,11 @@ def init_s3d_seeded_(model: S3D, seed: int) -> None:
     """Initialise ``model`` from ``seed`` with bitwise-identical weights on every machine.
 
     An isolated generator fills, in registration order, every convolution with
-    ``U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))`` (He's bound, which keeps the activation scale
-    through ReLUs, so the pooled features stay informative without trained BatchNorm statistics)
-    and every ``Linear`` weight and bias with ``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``, using only
-    exactly reproducible integer draws (see ``encoders._exact_uniform_``). BatchNorm keeps its
+    ``U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))`` (He's bound: without trained BatchNorm statistics
+    the convolutions then keep the activation scale through the ReLUs; the gates still scale it
+    down, so the pooled features are small, ~1e-3, but vary with the input) and every ``Linear``
+    weight and bias with ``U(-1/sqrt(fan_in), +1/sqrt(fan_in))``, using only exactly reproducible
+    integer draws (see ``encoders._exact_uniform_``). BatchNorm keeps its
     identity initialisation (weight 1, bias 0, running mean 0, variance 1).
     """
     generator = torch.Generator().manual_seed(seed)
@@ -480,7 +484,10 @@ def build_s3d_encoder(
     spec: FrameEncoderSpec, device: torch.device, precision: str = "auto", batch_size: int = DEFAULT_CLIP_BATCH
 ) -> S3DFrameEncoder:
     """An :class:`S3DFrameEncoder` for ``spec`` on ``device``; ``precision="auto"`` is fp32 (the
-    recipe's precision; on CUDA convolutions may use TF32 as PyTorch allows by default)."""
+    recipe's precision; on CUDA convolutions may use TF32 as PyTorch allows by default). On CPU at
+    most :data:`CPU_CLIP_BATCH` clips go through one forward (set ``batch_size`` afterwards to override)."""
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_CLIP_BATCH)
     if precision == "auto":
         precision = "fp32"
     if precision not in ("fp32", "bf16", "fp16"):

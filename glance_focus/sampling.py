@@ -83,9 +83,9 @@ class FrameSampling:
         if not self.is_clips:
             return f"{num_frames} frames sampled uniformly over the whole video"
         seconds = self.clips().clip_seconds
-        span = f"{seconds:g} s" if seconds != 1 else "1 s"
+        per = "one clip per second of video" if seconds == 1 else f"one {seconds:g}-s clip per {seconds:g} s of video"
         return (
-            f"one {span} clip per {span} of video ({self.clip_frames} frames at {self.fps:g} fps, "
+            f"{per} ({self.clip_frames} frames at {self.fps:g} fps, "
             f"{self.crop}×{self.crop} centre crop), up to {num_frames} clips spread over longer videos; "
             f"shorter videos are padded to {num_frames} rows"
         )

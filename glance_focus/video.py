@@ -16,10 +16,13 @@ log also names the reason a container could not be opened.
 
 Uniform sampling takes ``N`` frames at the centres of ``N`` equal segments of the frame
 range, frame ``floor((j + 0.5) * T / N)`` for ``j = 0 .. N-1`` (see :func:`uniform_indices`);
-sampling at a rate is the same with ``N = round(duration_s * fps)``.
+sampling at a rate is the same with ``N = round(duration_s * fps)``. With a time window the
+frame range is the frames that start inside the window, chosen by their timestamps and decoded
+by index, so a window's first frame is exact (not the keyframe before it, as with a stream copy).
 
 Clip sampling (:func:`sample_clips`, for clip encoders such as S3D) instead resamples the video
-to a fixed rate the way FFmpeg's ``fps`` filter does, and cuts it into non-overlapping clips.
+(or a window of it) to a fixed rate the way FFmpeg's ``fps`` filter does, and cuts it into
+non-overlapping clips.
 """
 
 from __future__ import annotations
@@ -306,10 +309,11 @@ def sample_frames(
     limits: VideoLimits = DEFAULT_LIMITS,
     size: int | None = None,
     *,
+    window_s: tuple[float, float] | None = None,
     in_process: bool = False,
     pool: VideoWorkerPool | None = None,
 ) -> SampledFrames:
-    """Probe a video, then decode frames sampled uniformly over its whole length.
+    """Probe a video, then decode frames sampled uniformly over its whole length or a window.
 
     Args:
         path: the video file; its extension is ignored (the container is recognised by content).
@@ -320,16 +324,19 @@ def sample_frames(
         limits: bounds checked before decoding; see :class:`VideoLimits`.
         size: resize so the short side is ``size`` pixels (aspect kept) during decoding, which
             bounds memory; None keeps the original size.
+        window_s: sample only the frames starting in ``[start, end)`` seconds from the first
+            frame (a clip of the video; ``fps`` then counts the window's length); None: all.
         in_process: decode in this process (trusted batch jobs) instead of a worker.
         pool: the workers to use; default :func:`default_pool`.
 
     Exactly one of ``num_frames`` and ``fps`` must be given (ValueError otherwise).
-    Raises a :class:`VideoError` subclass for a video that fails a check or does not decode.
+    Raises a :class:`VideoError` subclass for a video that fails a check or does not decode,
+    or whose window holds no frame.
     """
-    _check_arguments(num_frames, fps, size, limits)
+    _check_arguments(num_frames, fps, size, limits, window_s)
     if in_process:
-        return _sample_local(os.fspath(path), num_frames, fps, limits, size, _allocate_in_memory, _no_log)
-    return (pool or default_pool()).sample(path, num_frames, fps, limits, size)
+        return _sample_local(os.fspath(path), num_frames, fps, limits, size, _allocate_in_memory, _no_log, window_s)
+    return (pool or default_pool()).sample(path, num_frames, fps, limits, size, window_s=window_s)
 
 
 def sample_clips(
@@ -337,22 +344,26 @@ def sample_clips(
     clips: ClipSampling,
     limits: VideoLimits = DEFAULT_LIMITS,
     *,
+    window_s: tuple[float, float] | None = None,
     in_process: bool = False,
     pool: VideoWorkerPool | None = None,
 ) -> SampledFrames:
-    """Probe a video, then decode it as clips (see :class:`ClipSampling`).
+    """Probe a video, then decode it (or the window of frames starting in ``window_s = (start, end)``
+    seconds, as if cut out first) as clips (see :class:`ClipSampling`).
 
     Returns ``frames [n * clip_frames, crop, crop, 3]`` uint8, clip after clip;
-    ``timestamps_s`` is each output frame's time ``k / fps`` and ``indices`` the video frame it
+    ``timestamps_s`` is each output frame's time in the video (``k / fps`` after the first frame
+    of the window, or of the video) and ``indices`` the video frame it
     shows (non-decreasing; repeated when the video's rate is below ``fps``). ``limits`` bounds
     the file, duration, resolution and the memory of the returned frames
     (``max_frames_to_sample`` does not apply: ``max_clips`` bounds the count). Raises
     :class:`VideoTooShortError` for a video shorter than one clip, and the other
     :class:`VideoError` subclasses as :func:`sample_frames` does.
     """
+    _check_window(window_s)
     if in_process:
-        return _sample_clips_local(os.fspath(path), clips, limits, _allocate_in_memory, _no_log)
-    return (pool or default_pool()).sample_clips(path, clips, limits)
+        return _sample_clips_local(os.fspath(path), clips, limits, _allocate_in_memory, _no_log, window_s)
+    return (pool or default_pool()).sample_clips(path, clips, limits, window_s=window_s)
 
 
 def clip_frame_plan(
@@ -469,21 +480,42 @@ class VideoWorkerPool:
         fps: float | None = None,
         limits: VideoLimits = DEFAULT_LIMITS,
         size: int | None = None,
+        *,
+        window_s: tuple[float, float] | None = None,
     ) -> SampledFrames:
         """:func:`sample_frames` in a worker."""
-        _check_arguments(num_frames, fps, size, limits)
+        _check_arguments(num_frames, fps, size, limits, window_s)
         # The cheap file checks run here too, so that no FIFO, directory or missing path
         # ever reaches a worker.
         path = _check_file(os.path.abspath(path), limits)[0]
-        request = {"op": "sample", "path": path, "num_frames": num_frames, "fps": fps, "size": size}
+        request = {
+            "op": "sample",
+            "path": path,
+            "num_frames": num_frames,
+            "fps": fps,
+            "size": size,
+            "window_s": None if window_s is None else list(window_s),
+        }
         return self._frames(request, path, limits)
 
     def sample_clips(
-        self, path: str | os.PathLike[str], clips: ClipSampling, limits: VideoLimits = DEFAULT_LIMITS
+        self,
+        path: str | os.PathLike[str],
+        clips: ClipSampling,
+        limits: VideoLimits = DEFAULT_LIMITS,
+        *,
+        window_s: tuple[float, float] | None = None,
     ) -> SampledFrames:
         """:func:`sample_clips` in a worker."""
+        _check_window(window_s)
         path = _check_file(os.path.abspath(path), limits)[0]
-        return self._frames({"op": "clips", "path": path, "clips": dataclasses.asdict(clips)}, path, limits)
+        request = {
+            "op": "clips",
+            "path": path,
+            "clips": dataclasses.asdict(clips),
+            "window_s": None if window_s is None else list(window_s),
+        }
+        return self._frames(request, path, limits)
 
     def _frames(self, request: dict[str, Any], path: str, limits: VideoLimits) -> SampledFrames:
         """Run a frame-returning ``request`` in a worker; the frames come back through a ``.npy`` file."""
@@ -802,12 +834,21 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
     def allocate(shape: tuple[int, ...]) -> np.ndarray:
         return _create_npy(request["out"], shape, request["path"])
 
+    window = request.get("window_s")
+    window_s = None if window is None else (float(window[0]), float(window[1]))
     if request["op"] == "clips":
         clips = ClipSampling(**request["clips"])
-        sampled = _sample_clips_local(request["path"], clips, limits, allocate, _worker_log)
+        sampled = _sample_clips_local(request["path"], clips, limits, allocate, _worker_log, window_s)
     else:
         sampled = _sample_local(
-            request["path"], request["num_frames"], request["fps"], limits, request["size"], allocate, _worker_log
+            request["path"],
+            request["num_frames"],
+            request["fps"],
+            limits,
+            request["size"],
+            allocate,
+            _worker_log,
+            window_s,
         )
     sampled.frames.flush()
     return {
@@ -846,7 +887,13 @@ def _allocate_in_memory(shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=np.uint8)
 
 
-def _check_arguments(num_frames: int | None, fps: float | None, size: int | None, limits: VideoLimits) -> None:
+def _check_arguments(
+    num_frames: int | None,
+    fps: float | None,
+    size: int | None,
+    limits: VideoLimits,
+    window_s: tuple[float, float] | None = None,
+) -> None:
     if (num_frames is None) == (fps is None):
         raise ValueError("give exactly one of num_frames and fps")
     if num_frames is not None and not 1 <= num_frames <= limits.max_frames_to_sample:
@@ -855,6 +902,27 @@ def _check_arguments(num_frames: int | None, fps: float | None, size: int | None
         raise ValueError(f"fps must be a positive number, got {fps}")
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
+    _check_window(window_s)
+
+
+def _check_window(window_s: tuple[float, float] | None) -> None:
+    if window_s is not None and not (
+        len(window_s) == 2 and all(math.isfinite(t) for t in window_s) and 0 <= window_s[0] < window_s[1]
+    ):
+        raise ValueError(f"window_s must be (start, end) seconds with 0 <= start < end, got {window_s!r}")
+
+
+def _window_frames(
+    starts: np.ndarray, info: VideoInfo, window_s: tuple[float, float], name: str
+) -> tuple[int, int, float]:
+    """``(first frame, frame count, length in seconds)`` of the frames starting in ``window_s``."""
+    inside = np.flatnonzero((starts >= window_s[0]) & (starts < window_s[1]))
+    if inside.size == 0:
+        raise NoFramesError(
+            f"'{name}' has no frame between {window_s[0]:.2f} s and {window_s[1]:.2f} s "
+            f"(the video lasts {info.duration_s:.2f} s)."
+        )
+    return int(inside[0]), int(inside.size), min(window_s[1], info.duration_s) - window_s[0]
 
 
 def _regular_file(path: str) -> tuple[str, int]:
@@ -1042,15 +1110,19 @@ def _sample_local(
     size: int | None,
     allocate: Callable[[tuple[int, ...]], np.ndarray],
     ffmpeg_log: Callable[[], str],
+    window_s: tuple[float, float] | None = None,
 ) -> SampledFrames:
     path, file_bytes = _check_file(path, limits)
     name = os.path.basename(path)
     reader = _open_reader(path, ffmpeg_log)
     info, starts = _probe_reader(reader, path, file_bytes, limits)
 
-    wanted = num_frames if num_frames is not None else max(1, round(info.duration_s * fps))
-    count = min(wanted, limits.max_frames_to_sample, info.num_frames)
-    indices = uniform_indices(info.num_frames, count)
+    first, available, span_s = 0, info.num_frames, info.duration_s
+    if window_s is not None:
+        first, available, span_s = _window_frames(starts, info, window_s, name)
+    wanted = num_frames if num_frames is not None else max(1, round(span_s * fps))
+    count = min(wanted, limits.max_frames_to_sample, available)
+    indices = first + uniform_indices(available, count)
     out_height, out_width = _output_size(info.height, info.width, size)
     frame_bytes = out_height * out_width * 3
     if count * frame_bytes > limits.max_decode_memory_bytes:
@@ -1086,16 +1158,22 @@ def _sample_clips_local(
     limits: VideoLimits,
     allocate: Callable[[tuple[int, ...]], np.ndarray],
     ffmpeg_log: Callable[[], str],
+    window_s: tuple[float, float] | None = None,
 ) -> SampledFrames:
     path, file_bytes = _check_file(path, limits)
     name = os.path.basename(path)
     reader = _open_reader(path, ffmpeg_log)
     info, starts = _probe_reader(reader, path, file_bytes, limits)
-    indices, times, num_clips = clip_frame_plan(starts, info.duration_s, clips)
+    first, available, span_s = 0, info.num_frames, info.duration_s
+    if window_s is not None:
+        first, available, span_s = _window_frames(starts, info, window_s, name)
+    origin = float(starts[first])
+    indices, times, num_clips = clip_frame_plan(starts[first : first + available] - origin, span_s, clips)
+    indices, times = indices + first, times + origin
     if num_clips == 0:
         raise VideoTooShortError(
-            f"'{name}' is {info.duration_s:.2f} s long; this model reads the video in clips of "
-            f"{clips.clip_seconds:g} s, so it needs at least {clips.clip_seconds:g} s."
+            f"'{name}' is {span_s:.2f} s long{' in that window' if window_s else ''}; this model reads the video "
+            f"in clips of {clips.clip_seconds:g} s, so it needs at least {clips.clip_seconds:g} s."
         )
     frame_bytes = clips.crop * clips.crop * 3
     if len(indices) * frame_bytes > limits.max_decode_memory_bytes:

@@ -21,6 +21,7 @@ from glance_focus.encoders import load_frame_encoder
 from glance_focus.extraction import extract_features
 from glance_focus.model import GlanceFocus
 from glance_focus.pipeline import Predictor
+from glance_focus.plots import attention_figure
 from glance_focus.sampling import FrameSampling
 from glance_focus.video import ClipSampling, VideoTooShortError, clip_frame_plan, sample_clips
 
@@ -123,6 +124,18 @@ def test_s3d_max_clips_keeps_the_star_rows_of_a_real_video(bunny: Path) -> None:
     keep = [j * n // 3 for j in range(3)]
     expected = np.concatenate([all_clips.frames[16 * c : 16 * c + 16] for c in keep])
     assert np.array_equal(three.frames, expected)
+
+
+def test_s3d_clips_of_a_window_are_the_clips_of_that_stretch_of_video(bunny: Path) -> None:
+    """A question's window (STAR cuts [start, end] first) is read as if cut out: its clips start at
+    the window's first frame. Big Buck Bunny's frame at 1.0 s starts on the 16-fps grid, so the
+    window [1, 4) s gives the whole video's clips 2 to 4 exactly."""
+    whole = sample_clips(bunny, ClipSampling(), in_process=True)
+    window = sample_clips(bunny, ClipSampling(), window_s=(1.0, 4.0))
+    assert np.array_equal(window.frames, whole.frames[16:64])
+    assert np.allclose(window.timestamps_s, whole.timestamps_s[16:64])
+    with pytest.raises(VideoTooShortError, match="in that window"):
+        sample_clips(bunny, ClipSampling(), window_s=(2.0, 2.5), in_process=True)
 
 
 def test_s3d_video_shorter_than_one_clip_is_refused(tmp_path: Path) -> None:
@@ -247,6 +260,15 @@ def test_s3d_predictor_reads_clips_and_pads_rows_like_the_star_loader(
         assert np.allclose(prediction.attention.frame_times_s, np.arange(5) + 0.5)
         assert prediction.thumbnails is not None and len(prediction.thumbnails) == 5
         assert prediction.attention.prompt_to_frame.shape[1] == 5
+        # The maps leave the 3 zero rows out and say how much attention they drew: some when unmasked.
+        assert prediction.attention.padding_rows == 3
+        assert (
+            (0.0 < prediction.attention.padding_share < 1.0)
+            if name == "compat"
+            else prediction.attention.padding_share < 1e-6
+        )
+        titles = [ax.get_title(loc="left") for ax in attention_figure(prediction).axes]
+        assert any("to 3 zero padding rows (not shown)" in title for title in titles)
         padded = torch.cat([bunny_s3d_features, torch.zeros(3, 1024)])[None]
         mask = None if name == "compat" else (torch.arange(8) >= 5)[None]
         text_hidden, text_padding = predictor.text.encode([[f"{question} {o}" for o in options]])
