@@ -252,7 +252,8 @@ def attention_figure(prediction: Prediction) -> Figure:
     _row_labels(glance_ax, rows)
     title = "Glance: memory prompt → frames (each row scaled to its maximum)"
     if att.padding_rows:  # a clip model's short video, padded with zero rows the maps leave out
-        title += f"; {att.padding_share:.0%} of the attention went to {att.padding_rows} zero padding rows (not shown)"
+        # on its own line: one long line would run into the side column's title
+        title += f"\n{att.padding_share:.0%} of the attention went to {att.padding_rows} zero padding rows (not shown)"
     glance_ax.set_title(title, loc="left", fontsize=11, wrap=True)
     glance_ax.tick_params(axis="x", labelbottom=False)
     colours = class_colours(prediction.events)
