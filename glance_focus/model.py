@@ -70,7 +70,7 @@ class FocusOutput:
     @property
     def question_to_memory(self) -> Tensor:
         """``[B*O, L, Q]``: answer layer, question tokens over the event memory (the memory prompts, or
-        under ``compat_event_memory_slice`` the last Q encoded positions)."""
+        under ``compat_event_memory_slice`` the last ``compat_event_memory_size`` encoded positions)."""
         return self.layers[self.answer_layer].question_to_memory
 
     @property
@@ -309,8 +309,9 @@ class GlanceFocus(nn.Module):
         memory, encoder_maps = self.encoder(src, src_bias)
 
         if cfg.compat_event_memory_slice:
-            events, event_bias = memory[:, -num_prompts:], src_bias[:, -num_prompts:]
-            frames_mem, frame_bias = memory[:, :-num_prompts], src_bias[:, :-num_prompts]
+            tail = cfg.compat_event_memory_size  # the reference slices a literal 10, whatever Q
+            events, event_bias = memory[:, -tail:], src_bias[:, -tail:]
+            frames_mem, frame_bias = memory[:, :-tail], src_bias[:, :-tail]
         else:
             events, event_bias = memory[:, num_frames : num_frames + num_prompts], None
             frames_mem, frame_bias = memory[:, :num_frames], src_bias[:, :num_frames]

@@ -90,8 +90,8 @@ class AttentionMaps:
     """Fraction of the glance and answer attention (mean over memory prompts and the answer query)
     that went to those zero rows, which a reference-compat model does not mask."""
     question_memory_keys: list[str] | None = None
-    """What the ``Q`` columns of ``question_to_memory`` are when they are not the memory prompts:
-    reference-compatible models read the last Q encoded positions, mostly text tokens and padding
+    """What the columns of ``question_to_memory`` are when they are not the memory prompts:
+    reference-compatible models read the last 10 encoded positions, mostly text tokens and padding
     (labelled by token, ``P<k>`` for a prompt). None: the memory prompts in temporal order.
     All focus maps come from the decoder layer the answer is read from."""
 
@@ -485,12 +485,12 @@ class Predictor:
         return events
 
     def _last_positions(self, num_rows: int, tokens: list[str], text_length: int) -> list[str]:
-        """Labels of the last Q positions of the focus encoder's ``[frames; prompts; text]`` sequence,
-        the reference's "event memory": text tokens, padding (``<pad>``), else prompts or frames."""
-        num_prompts = self.model.config.num_memory_prompts
-        labels = [f"frame {t + 1}" for t in range(num_rows)] + [f"P{q + 1}" for q in range(num_prompts)]
+        """Labels of the positions the reference's "event memory" takes from the end of the focus encoder's
+        ``[frames; prompts; text]`` sequence: text tokens, padding (``<pad>``), else prompts or frames."""
+        config = self.model.config
+        labels = [f"frame {t + 1}" for t in range(num_rows)] + [f"P{q + 1}" for q in range(config.num_memory_prompts)]
         labels += tokens + ["<pad>"] * (text_length - len(tokens))
-        return labels[-num_prompts:]
+        return labels[-config.compat_event_memory_size :]
 
     def _tokens(self, text: str, length: int) -> list[str]:
         tokenizer = self.text.encoder.tokenizer

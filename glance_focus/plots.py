@@ -12,7 +12,7 @@ prompt ``P{k+1}`` in temporal order (the order the focus stage reads them) in ev
 - :func:`attention_figure`: glance attention of each memory prompt over the frames ``[Q, T]``,
   the answer query's attention over the frames ``[T]`` below it, and, in the side column, the
   focus stage's question-token → memory-prompt attention drawn with prompts as rows ``[Q, L]``
-  (for reference-compatible models, whose "event memory" is the last Q positions of the encoded
+  (for reference-compatible models, whose "event memory" is the last positions of the encoded
   sequence, those positions labelled by token instead). Focus maps come from the decoder layer
   the answer is read from.
 
@@ -289,7 +289,9 @@ def attention_figure(prediction: Prediction) -> Figure:
     token_ax = _side_axes(figure, heat_bottom, heat_in)
     if tokens:
         matrix = _scaled_rows(np.asarray(att.question_to_memory)[: len(tokens)]).T  # [Q, L]
-        token_ax.pcolormesh(np.arange(len(tokens) + 1), np.arange(rows + 1) - 0.5, matrix, cmap=HEATMAP, vmin=0, vmax=1)
+        token_ax.pcolormesh(
+            np.arange(len(tokens) + 1), np.arange(matrix.shape[0] + 1) - 0.5, matrix, cmap=HEATMAP, vmin=0, vmax=1
+        )
         token_ax.set_xticks(np.arange(len(tokens)) + 0.5, tokens, rotation=90, fontsize=7)
         token_ax.set_xlim(0, len(tokens))
     keys = att.question_memory_keys

@@ -109,7 +109,7 @@ def _kept_behaviours(config: GlanceFocusConfig) -> list[str]:
     lines = []
     if config.compat_event_memory_slice:
         lines.append(
-            f'the focus stage\'s "event memory" is the last {config.num_memory_prompts} encoded positions '
+            f'the focus stage\'s "event memory" is the last {config.compat_event_memory_size} encoded positions '
             "(text positions, often padding), not the memory prompts"
         )
     if config.compat_float_masks:

@@ -108,7 +108,7 @@ def test_import_writes_a_checkpoint_the_predictor_loads(files: dict[str, Path], 
     tokenizer = predictor.text.encoder.tokenizer
     lengths = [len(tokenizer(f"{meta['questions'][0]} {o}")["input_ids"]) for o in meta["options"][0]]
     keys = prediction.attention.question_memory_keys
-    q = info.model.num_memory_prompts
+    q = info.model.compat_event_memory_size
     assert keys is not None and len(keys) == q
     assert keys.count("<pad>") == min(q, max(lengths) - lengths[prediction.answer_index])
     figure = attention_figure(prediction)

@@ -65,7 +65,7 @@ def model_summary(choice: ModelChoice | None) -> str:
     ]
     if config.compat_event_memory_slice:
         lines.append(
-            f'- Reference-code layout: its "event memory" is the last {config.num_memory_prompts} text positions '
+            f'- Reference-code layout: its "event memory" is the last {config.compat_event_memory_size} text positions '
             "(often padding), so the attention figure's right panel shows those positions, not the memory prompts"
             + (
                 "; the answer and its maps come from the first decoder layer"
