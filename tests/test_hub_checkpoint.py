@@ -131,7 +131,7 @@ def test_evaluate_cli_reads_hub_checkpoints(tmp_path: Path) -> None:
     assert summary["checkpoint"] == "hf://someone/glance-sup" and summary["num_questions"] == 24
 
 
-def test_app_takes_hub_checkpoints(hub_cache: Path) -> None:
+def test_app_takes_hub_checkpoints(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import app
 
     assert app.parse_args(["--checkpoint", "hf://someone/glance-sup@v1/sub"]).checkpoint == [
@@ -141,3 +141,8 @@ def test_app_takes_hub_checkpoints(hub_cache: Path) -> None:
         app.main(["--checkpoint", "hf://someone/not-downloaded"])
     assert str(stopped.value.code).startswith("error: checkpoint hf://someone/not-downloaded: ")
     assert "HF_HUB_OFFLINE=1" in str(stopped.value.code)
+    # a Space passes no arguments: its variable names the checkpoint
+    monkeypatch.setenv("GLANCE_FOCUS_CHECKPOINT", "hf://someone/from-the-space-settings")
+    with pytest.raises(SystemExit) as stopped:
+        app.main([])
+    assert str(stopped.value.code).startswith("error: checkpoint hf://someone/from-the-space-settings: ")
