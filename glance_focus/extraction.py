@@ -28,7 +28,8 @@ from glance_focus.checkpoint import CheckpointInfo
 from glance_focus.data.features import FeatureStore, write_features
 from glance_focus.data.types import DatasetSplit, atomic_path
 from glance_focus.encoders import EncoderUnavailableError, FrameEncoder, load_frame_encoder
-from glance_focus.video import VideoError, VideoLimits, sample_frames
+from glance_focus.sampling import FrameSampling
+from glance_focus.video import ClipSampling, VideoError, VideoLimits, sample_clips, sample_frames
 
 DECODE_SHORT_SIDE = 224
 """Frames are decoded with this short side (the CLIP encoders then resize/crop to their input)."""
@@ -92,7 +93,11 @@ class ExtractionResult:
 
 
 class _DecodeDataset(Dataset):
-    """Decodes one clip per item in a DataLoader worker: (clip id, frames uint8 [N,H,W,3] or error)."""
+    """Decodes one clip per item in a DataLoader worker: (clip id, frames uint8 [N,H,W,3] or error).
+
+    ``clips``: decode every clip of the video (or window) instead, for clip encoders (S3D);
+    ``num_frames`` then does not apply.
+    """
 
     def __init__(
         self,
@@ -100,11 +105,13 @@ class _DecodeDataset(Dataset):
         num_frames: int,
         limits: VideoLimits,
         windows: Mapping[str, tuple[float, float]] | None = None,
+        clips: ClipSampling | None = None,
     ) -> None:
         self.items = items
         self.num_frames = num_frames
         self.limits = limits
         self.windows = dict(windows or {})
+        self.clips = clips
 
     def __len__(self) -> int:
         return len(self.items)
@@ -112,14 +119,19 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
         video_id, path = self.items[index]
         try:
-            sampled = sample_frames(
-                path,
-                num_frames=self.num_frames,
-                limits=self.limits,
-                size=DECODE_SHORT_SIDE,
-                window_s=self.windows.get(video_id),
-                in_process=True,
-            )
+            if self.clips is not None:
+                sampled = sample_clips(
+                    path, self.clips, self.limits, window_s=self.windows.get(video_id), in_process=True
+                )
+            else:
+                sampled = sample_frames(
+                    path,
+                    num_frames=self.num_frames,
+                    limits=self.limits,
+                    size=DECODE_SHORT_SIDE,
+                    window_s=self.windows.get(video_id),
+                    in_process=True,
+                )
         except VideoError as exc:
             return video_id, None, str(exc)
         return video_id, torch.from_numpy(sampled.frames), None
@@ -147,7 +159,9 @@ def extract_features(
     on_video: Callable[[str], None] | None = None,
     windows: Mapping[str, tuple[float, float]] | None = None,
 ) -> ExtractionResult:
-    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``.
+    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``; with a clip
+    encoder (S3D), every whole clip of each video instead (one row per second, ``num_frames`` unused;
+    the row rule is applied when the features are read, as the STAR loader does).
 
     ``videos`` maps each clip id (the key written) to its video file; ``windows`` gives a clip's
     ``(start, end)`` seconds in that file where it is not the whole video.
@@ -166,8 +180,9 @@ def extract_features(
     todo = [(v, Path(videos[v])) for v in mine if not _part_path(parts, v).is_file()]
     skipped = len(mine) - len(todo)
     limits = limits or VideoLimits(max_frames_to_sample=max(num_frames, 1))
+    sampling = FrameSampling.for_encoder(str(encoder.spec))
     loader = DataLoader(
-        _DecodeDataset(todo, num_frames, limits, windows),
+        _DecodeDataset(todo, num_frames, limits, windows, sampling.clips() if sampling.is_clips else None),
         batch_size=1,
         collate_fn=_first,
         num_workers=workers,
@@ -212,6 +227,7 @@ def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: Frame
                 mapping[video_id] = f.get_tensor("features")
     if not mapping:
         raise RuntimeError(f"no video could be encoded for {out_path}")
+    sampling = FrameSampling.for_encoder(str(encoder.spec))
     metadata = {
         "frame_encoder": encoder.spec if isinstance(encoder.spec, str) else str(encoder.spec),
         "fingerprint": encoder.fingerprint,
@@ -219,6 +235,9 @@ def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: Frame
         "sampling": "uniform",
         "decode_short_side": str(DECODE_SHORT_SIDE),
     }
+    if sampling.is_clips:  # every clip of each video: one row per clip
+        metadata.update(num_frames="all clips", sampling=json.dumps(sampling.to_json()))
+        metadata.pop("decode_short_side")
     write_features(out_path, mapping, metadata)
     return out_path
 

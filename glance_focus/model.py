@@ -52,7 +52,11 @@ class GlanceOutput:
 
 @dataclass(frozen=True)
 class FocusOutput:
-    """Focus-stage results for B videos with O question sequences each."""
+    """Focus-stage results for B videos with O question sequences each.
+
+    The attention properties are those of the decoder layer the answer is read from (``answer_layer``):
+    the last one, or the first in reference-compatible models, whose later layers do not reach the answer.
+    """
 
     answer_logits: Tensor
     """Multiple-choice ``[B, O]`` (one score per option); open-ended ``[B, V]``."""
@@ -60,21 +64,24 @@ class FocusOutput:
     """Per encoder layer ``[B*O, T+Q+L, T+Q+L]``."""
     layers: tuple[FocusLayerAttention, ...]
     """Per decoder layer MLA attention, rows ordered video-major (B*O)."""
+    answer_layer: int
+    """Index into ``layers`` of the layer whose QA-query output the answer head reads."""
 
     @property
     def question_to_memory(self) -> Tensor:
-        """``[B*O, L, Q]``: last layer, question tokens over the memory prompts."""
-        return self.layers[-1].question_to_memory
+        """``[B*O, L, Q]``: answer layer, question tokens over the event memory (the memory prompts, or
+        under ``compat_event_memory_slice`` the last ``compat_event_memory_size`` encoded positions)."""
+        return self.layers[self.answer_layer].question_to_memory
 
     @property
     def events_to_frames(self) -> Tensor:
-        """``[B*O, L, T']``: last layer, selected events over the frame memory."""
-        return self.layers[-1].events_to_frames
+        """``[B*O, L, T']``: answer layer, selected events over the frame memory."""
+        return self.layers[self.answer_layer].events_to_frames
 
     @property
     def answer_to_selection(self) -> Tensor:
-        """``[B*O, L]``: last layer, the QA query over the per-token selected moments."""
-        return self.layers[-1].query_to_selection[:, -1]
+        """``[B*O, L]``: answer layer, the QA query over the per-token selected moments."""
+        return self.layers[self.answer_layer].query_to_selection[:, -1]
 
     @property
     def answer_to_frames(self) -> Tensor:
@@ -344,20 +351,20 @@ class GlanceFocus(nn.Module):
         memory, encoder_maps = self.encoder(src, src_bias)
 
         if cfg.compat_event_memory_slice:
-            window = cfg.num_memory_prompts  # the reference's fixed slice length, whatever Q' is
-            events, event_bias = memory[:, -window:], src_bias[:, -window:]
-            frames_mem, frame_bias = memory[:, :-window], src_bias[:, :-window]
+            tail = cfg.compat_event_memory_size  # the reference slices a literal 10, whatever Q
+            events, event_bias = memory[:, -tail:], src_bias[:, -tail:]
+            frames_mem, frame_bias = memory[:, :-tail], src_bias[:, :-tail]
         else:
             events, event_bias = memory[:, num_frames : num_frames + num_prompts], None
             frames_mem, frame_bias = memory[:, :num_frames], src_bias[:, :num_frames]
         focus_memory = FocusMemory(text_tokens, events, event_bias, frames_mem, frame_bias, text_bias)
         states, layer_maps = self.decoder.focus(self._query_pos(src.shape[0]), focus_memory)
 
-        layer = 0 if cfg.compat_answer_from_first_layer else -1
+        layer = 0 if cfg.compat_answer_from_first_layer else len(layer_maps) - 1
         answer_state = states[layer, :, -1]  # (N, D)
         logits = self.answer_head(answer_state)
         logits = logits.view(batch, num_seqs) if cfg.task == "multiple_choice" else logits
-        return FocusOutput(answer_logits=logits, encoder_attention=encoder_maps, layers=layer_maps)
+        return FocusOutput(answer_logits=logits, encoder_attention=encoder_maps, layers=layer_maps, answer_layer=layer)
 
     def forward(
         self,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from glance_focus.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
+from glance_focus.data.features import sample_features
 from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_device
 from glance_focus.evaluation import checkpoint_text_features
 from glance_focus.evidence import (
@@ -33,8 +34,15 @@ from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
 from glance_focus.forksafe import ForkSafeLock
 from glance_focus.spans import spans_to_se
-from glance_focus.text_features import TextFeatureCache, question_sequences
-from glance_focus.video import DEFAULT_LIMITS, VideoLimits, sample_frames, video_content_hash
+from glance_focus.text_features import TextFeatureCache, TextTooLongError, question_sequences
+from glance_focus.video import (
+    DEFAULT_LIMITS,
+    SampledFrames,
+    VideoLimits,
+    sample_clips,
+    sample_frames,
+    video_content_hash,
+)
 
 MAX_QUESTION_CHARS = 1000
 MAX_OPTION_CHARS = 300
@@ -84,6 +92,23 @@ class AttentionMaps:
     """``[L, T]``: focus stage step 2, each token's selected events over the frames."""
     answer_to_frames: np.ndarray
     """``[T]``: the answer query's attention carried through to the frames."""
+    padding_rows: int = 0
+    """Zero rows appended after the ``T`` real rows (a clip model reading a short video); not in the maps."""
+    padding_share: float = 0.0
+    """Fraction of the glance and answer attention (mean over memory prompts and the answer query)
+    that went to those zero rows, which a reference-compat model does not mask."""
+    question_memory_keys: list[str] | None = None
+    """What the columns of ``question_to_memory`` are when they are not the memory prompts:
+    reference-compatible models read the last 10 encoded positions, mostly text tokens and padding
+    (labelled by token, ``P<k>`` for a prompt). None: the memory prompts in temporal order.
+    All focus maps come from the decoder layer the answer is read from."""
+
+
+def _mean_share(rows: list[torch.Tensor], start: int, stop: int) -> float:
+    """Mean over attention rows ``[K]`` (each over frames and, in the focus stage, more positions after
+    them) of the share of each row's total that falls on positions ``start:stop``."""
+    shares = [float(row[start:stop].float().sum() / row.float().sum().clamp_min(1e-12)) for row in rows]
+    return sum(shares) / len(shares)
 
 
 @dataclass(frozen=True)
@@ -318,16 +343,28 @@ class Predictor:
         """:func:`check_question` for this model's task (cheap: call it before decoding anything)."""
         return check_question(question, options, self.task)
 
-    def _cache_key(self, video: str | Path, num_frames: int) -> FeatureKey:
-        encoder = self.frame_encoder
-        return FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
-
     def prepare(self, video: str | Path, num_frames: int | None = None) -> PreparedVideo:
         """Everything about ``video`` that needs no accelerator: :class:`~glance_focus.video.VideoError`
-        for a file that is not a usable video. Decodes nothing on a feature-cache hit."""
+        for a file that is not a usable video. Decodes nothing on a feature-cache hit.
+
+        Frames are taken as the checkpoint's :attr:`~CheckpointInfo.frame_sampling` says: ``num_frames``
+        (default: the checkpoint's) uniform frames, or for a clip model (S3D) every frame of its clips,
+        at most the checkpoint's row count of clips (``num_frames`` does not apply); the timestamps and
+        thumbnails are then one per clip, at its centre.
+        """
+        clips = self.info.sampling.clips(self.info.num_frames) if self.info.sampling.is_clips else None
         num_frames = num_frames or self.info.num_frames
+        sampling_key = f"clips{clips.fps:g}x{clips.clip_frames}c{clips.crop}max{clips.max_clips}" if clips else ""
         t0 = time.perf_counter()
-        key = self._cache_key(video, num_frames) if self.feature_cache is not None else None
+        key = None
+        if self.feature_cache is not None:
+            encoder = self.frame_encoder
+            key = FeatureKey(
+                video_content_hash(video),
+                str(encoder.spec),
+                encoder.fingerprint,
+                sampling_key or f"uniform{num_frames}",
+            )
         t_hash = time.perf_counter() - t0
         if key is not None and self.feature_cache is not None:
             hit = self.feature_cache.get(key)
@@ -342,12 +379,19 @@ class Predictor:
                     cache_key=key,
                 )
         t1 = time.perf_counter()
-        sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
+        sampled: SampledFrames
+        if clips is not None:
+            sampled = sample_clips(video, clips, limits=self.video_limits)
+            row_frames = sampled.frames[clips.clip_frames // 2 :: clips.clip_frames]  # each clip's middle frame
+            row_times = sampled.timestamps_s[:: clips.clip_frames] + clips.clip_seconds / 2
+        else:
+            sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
+            row_frames, row_times = sampled.frames, sampled.timestamps_s
         info = sampled.info
-        thumbnails = _thumbnails(sampled.frames)
+        thumbnails = _thumbnails(row_frames)
         t2 = time.perf_counter()
         return PreparedVideo(
-            timestamps_s=np.asarray(sampled.timestamps_s, dtype=np.float64),
+            timestamps_s=np.asarray(row_times, dtype=np.float64),
             frames=sampled.frames,
             features=None,
             thumbnails=thumbnails,
@@ -453,6 +497,10 @@ class Predictor:
     ) -> Prediction:
         """Answer from precomputed frame features ``[T, F]`` of a video lasting ``duration_s`` seconds.
 
+        A clip model (S3D) reads exactly the checkpoint's row count: more rows are subsampled
+        (rows ``floor(j * T / rows)``), fewer get zero rows appended as padding (which a
+        reference-compat model does not mask, as the reference did not). Maps cover the real rows.
+
         Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
         """
         kwargs = {"duration_s": duration_s, "frame_times_s": frame_times_s, "top_k": top_k}
@@ -476,15 +524,27 @@ class Predictor:
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
             raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
-        num_frames = features.shape[0]
+        frame_padding = None
+        if self.info.sampling.is_clips:
+            fitted = sample_features(features, self.info.num_frames)
+            rows = fitted.positions[~fitted.padding].numpy()  # source row of each real row
+            if frame_times_s is None:
+                frame_times_s = (rows + 0.5) * self.info.sampling.clips().clip_seconds
+            else:
+                frame_times_s = np.asarray(frame_times_s, dtype=np.float64)[rows]
+            features, frame_padding = fitted.features, fitted.padding[None].to(self.device)
+        num_frames = features.shape[0] if frame_padding is None else int((~frame_padding).sum())
         if frame_times_s is None:
             frame_times_s = (np.arange(num_frames) + 0.5) / num_frames * duration_s
         t0 = time.perf_counter()
         sequences = question_sequences(question, options)
-        text_hidden, text_padding = self.text.encode([sequences])
+        try:  # one question per padded batch: what a reference-compatible model's answer depends on
+            text_hidden, text_padding = self.text.encode([sequences])
+        except TextTooLongError as error:
+            raise InputError(str(error)) from error
         t1 = time.perf_counter()
         out = self.model(
-            features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device)
+            features[None].to(self.device), frame_padding, text_hidden.to(self.device), text_padding.to(self.device)
         )
         t2 = time.perf_counter()
         probs = out.focus.answer_logits[0].float().softmax(-1).cpu()
@@ -503,13 +563,21 @@ class Predictor:
         tokens = self._tokens(sequences[row], int((~text_padding[0, row]).sum()))
         valid = ~text_padding[0, row]
         order = out.sort_order[0].cpu()
+        padding_rows = features.shape[0] - num_frames
+        glance_and_answer = [*out.glance.prompt_to_frame[0], out.focus.answer_to_frames[row]]
+        keys = None
+        if self.model.config.compat_event_memory_slice:
+            keys = self._last_positions(features.shape[0], tokens, text_padding.shape[-1])
         attention = AttentionMaps(
             frame_times_s=np.asarray(frame_times_s, dtype=np.float64),
-            prompt_to_frame=out.glance.prompt_to_frame[0][order].float().cpu().numpy(),
+            prompt_to_frame=out.glance.prompt_to_frame[0][order][:, :num_frames].float().cpu().numpy(),
             question_tokens=tokens,
             question_to_memory=out.focus.question_to_memory[row][valid].float().cpu().numpy(),
             events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),
             answer_to_frames=out.focus.answer_to_frames[row][:num_frames].float().cpu().numpy(),
+            padding_rows=padding_rows,
+            padding_share=_mean_share(glance_and_answer, num_frames, features.shape[0]) if padding_rows else 0.0,
+            question_memory_keys=keys,
         )
         timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0)
         return Prediction(answer, answer_index, shown, shown_probs, events, attention, timings)
@@ -634,6 +702,14 @@ class Predictor:
             probabilities, hidden_probabilities, answer_index, names, shown, start_s, end_s, int(hidden.sum())
         )
         return replace(evidence, hidden=effect)
+
+    def _last_positions(self, num_rows: int, tokens: list[str], text_length: int) -> list[str]:
+        """Labels of the positions the reference's "event memory" takes from the end of the focus encoder's
+        ``[frames; prompts; text]`` sequence: text tokens, padding (``<pad>``), else prompts or frames."""
+        config = self.model.config
+        labels = [f"frame {t + 1}" for t in range(num_rows)] + [f"P{q + 1}" for q in range(config.num_memory_prompts)]
+        labels += tokens + ["<pad>"] * (text_length - len(tokens))
+        return labels[-config.compat_event_memory_size :]
 
     def _tokens(self, text: str, length: int) -> list[str]:
         tokenizer = self.text.encoder.tokenizer
