@@ -17,10 +17,13 @@ these evaluations matches every fixture tensor to 1e-4 (bitwise, in practice, wi
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -207,6 +210,41 @@ def test_s3d_howto100m_uses_the_cached_file_offline(
     direct = S3D()
     load_s3d_state(direct, fixture["weights"], "fixture")
     assert encoder.fingerprint == s3d.s3d_fingerprint(direct)
+
+
+def test_s3d_howto100m_downloads_into_the_cache_where_the_network_is_allowed(
+    fixture: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Online, ``S3D:howto100m`` fetches the release once into the cache (atomically), then reuses it.
+    The download host is a local HTTP server here."""
+    serve = tmp_path / "serve"
+    serve.mkdir()
+    _released_like_file(fixture, serve, counters=True, text=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(serve))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in (
+            "HF_HUB_OFFLINE",
+            "TRANSFORMERS_OFFLINE",
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+        ):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("GLANCE_FOCUS_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(s3d, "HOWTO100M_URL", f"http://127.0.0.1:{server.server_port}/s3d_howto100m.pth")
+        encoder = build_frame_encoder("S3D:howto100m", device="cpu")
+        cached = tmp_path / "cache" / "s3d" / "s3d_howto100m.pth"
+        assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no partial file left
+        assert cached.read_bytes() == (serve / "s3d_howto100m.pth").read_bytes()
+        direct = S3D()
+        load_s3d_state(direct, fixture["weights"], "fixture")
+        assert encoder.fingerprint == s3d.s3d_fingerprint(direct)
+    finally:
+        server.shutdown()
+    assert build_frame_encoder("S3D:howto100m", device="cpu").fingerprint == encoder.fingerprint  # server gone
 
 
 def test_s3d_unknown_source_is_a_clear_error() -> None:
