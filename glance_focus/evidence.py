@@ -111,6 +111,7 @@ def answer_without_each_prompt(
             _repeat(text_padding[part], num_prompts),
             prompt_slots=keep.repeat(count, 1),
             hidden_frames=_repeat(None if hidden_frames is None else hidden_frames[part], num_prompts),
+            need_attention=False,
         )
         results.append(out.answer_logits.float().softmax(-1).view(count, num_prompts, -1))
     return torch.cat(results)

@@ -57,9 +57,9 @@ class FocusOutput:
     answer_logits: Tensor
     """Multiple-choice ``[B, O]`` (one score per option); open-ended ``[B, V]``."""
     encoder_attention: tuple[Tensor, ...]
-    """Per encoder layer ``[B*O, T+Q+L, T+Q+L]``."""
+    """Per encoder layer ``[B*O, T+Q+L, T+Q+L]``; empty where the focus ran without ``need_attention``."""
     layers: tuple[FocusLayerAttention, ...]
-    """Per decoder layer MLA attention, rows ordered video-major (B*O)."""
+    """Per decoder layer MLA attention, rows ordered video-major (B*O); empty without ``need_attention``."""
 
     @property
     def question_to_memory(self) -> Tensor:
@@ -289,6 +289,7 @@ class GlanceFocus(nn.Module):
         *,
         prompt_slots: Tensor | None = None,
         hidden_frames: Tensor | None = None,
+        need_attention: bool = True,
     ) -> FocusOutput:
         """Question-driven focus stage.
 
@@ -305,6 +306,10 @@ class GlanceFocus(nn.Module):
                 sequence at all. With ``compat_event_memory_slice`` the "event memory" stays the
                 last Q encoded positions of that shorter sequence.
             hidden_frames: ``[B, T]`` bool, as in :meth:`glance`.
+            need_attention: False when only the answer logits are wanted: no attention maps are
+                formed (``encoder_attention`` and ``layers`` are empty) and only the work the
+                answer depends on is done (the encoder's outputs the decoder reads, the QA query's
+                state in the layer the answer is read from); the logits are the same.
         """
         cfg = self.config
         frame_padding, hidden_frames = self._check_inputs(frames, frame_padding, hidden_frames)
@@ -341,7 +346,10 @@ class GlanceFocus(nn.Module):
         # The reference concatenates the boolean text mask onto the float ones: padding -> +1, tokens -> 0.
         src_text_bias = text_padding.float() if cfg.compat_float_masks else text_bias
         src_bias = torch.cat([visual_bias, src_text_bias], dim=1)  # (N, T+Q+L)
-        memory, encoder_maps = self.encoder(src, src_bias)
+        # Corrected models read only the frames' and prompts' encodings (the text memory is taken
+        # before the encoder), so the last encoder layer can skip the text positions.
+        read_rows = None if need_attention or cfg.compat_event_memory_slice else num_frames + num_prompts
+        memory, encoder_maps = self.encoder(src, src_bias, need_attention=need_attention, output_rows=read_rows)
 
         if cfg.compat_event_memory_slice:
             window = cfg.num_memory_prompts  # the reference's fixed slice length, whatever Q' is
@@ -351,10 +359,13 @@ class GlanceFocus(nn.Module):
             events, event_bias = memory[:, num_frames : num_frames + num_prompts], None
             frames_mem, frame_bias = memory[:, :num_frames], src_bias[:, :num_frames]
         focus_memory = FocusMemory(text_tokens, events, event_bias, frames_mem, frame_bias, text_bias)
-        states, layer_maps = self.decoder.focus(self._query_pos(src.shape[0]), focus_memory)
-
         layer = 0 if cfg.compat_answer_from_first_layer else -1
-        answer_state = states[layer, :, -1]  # (N, D)
+        if need_attention:
+            states, layer_maps = self.decoder.focus(self._query_pos(src.shape[0]), focus_memory)
+            answer_state = states[layer, :, -1]  # (N, D)
+        else:
+            answer_state = self.decoder.answer_state(self._query_pos(src.shape[0]), focus_memory, layer)
+            layer_maps = ()
         logits = self.answer_head(answer_state)
         logits = logits.view(batch, num_seqs) if cfg.task == "multiple_choice" else logits
         return FocusOutput(answer_logits=logits, encoder_attention=encoder_maps, layers=layer_maps)
