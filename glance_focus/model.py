@@ -148,6 +148,14 @@ def frame_times(frame_padding: Tensor) -> Tensor:
     return (index + 0.5) / valid
 
 
+def _each_set(per_sequence: Tensor, batch: int, sets: int) -> Tensor:
+    """``[B*O, ...]`` (video-major) -> ``[B*R*O, ...]``: each video's O rows repeated for its R prompt sets."""
+    if sets == 1:
+        return per_sequence
+    rows = per_sequence.view(batch, 1, -1, *per_sequence.shape[1:])
+    return rows.expand(-1, sets, *rows.shape[2:]).flatten(0, 2)
+
+
 class GlanceFocus(nn.Module):
     """Glance-Focus. ``glance()`` and ``focus()`` are separate; ``forward()`` runs glance -> sort -> focus."""
 
@@ -296,11 +304,13 @@ class GlanceFocus(nn.Module):
         Args:
             frames: ``[B, T, F]``; frame_padding ``[B, T]`` bool or None.
             memory_prompts: temporally sorted prompts ``[B, Q', D]``: all Q, or the subset named by
-                ``prompt_slots``.
+                ``prompt_slots``. ``[B*R, Q', D]`` (video-major) answers each video's questions R
+                times, once with each of R prompt sets, and computes the frames' and the text's
+                tokens once per video: the logits then have B*R rows, as for R copies of each video.
             text_hidden: text-encoder token states ``[B, O, L, H]``, one sequence per option
                 ("question option") or O = 1 for open-ended models.
             text_padding: ``[B, O, L]`` bool, True at padding tokens.
-            prompt_slots: ``[B, Q']`` long, the temporal slot (0..Q-1) of each given prompt, which
+            prompt_slots: ``[B, Q']`` (or ``[B*R, Q']``) long, the temporal slot (0..Q-1) of each given prompt, which
                 selects its position embedding; None means all Q prompts in slot order. Passing
                 fewer prompts runs the focus stage on those alone: the others are not in the
                 sequence at all. With ``compat_event_memory_slice`` the "event memory" stays the
@@ -323,6 +333,11 @@ class GlanceFocus(nn.Module):
         if text_padding.all(dim=1).any():
             raise ValueError("every question sequence needs at least one token")
         num_prompts = memory_prompts.shape[1]
+        sets = memory_prompts.shape[0] // batch  # R prompt sets per video
+        if sets < 1 or memory_prompts.shape[0] != sets * batch:
+            raise ValueError(
+                f"memory_prompts {tuple(memory_prompts.shape)} must hold one or more prompt sets per video (B={batch})"
+            )
         if prompt_slots is None:
             if num_prompts != cfg.num_memory_prompts:
                 raise ValueError(f"{num_prompts} memory prompts given for Q={cfg.num_memory_prompts}: name their slots")
@@ -335,13 +350,16 @@ class GlanceFocus(nn.Module):
                 )
             positions = self.prompt_position(prompt_slots)  # (B, Q', D)
 
-        frame_tokens = self._frame_tokens(frames, frame_padding).repeat_interleave(num_seqs, 0)  # (N, T, D)
-        prompt_tokens = memory_prompts + positions  # (B, Q', D)
+        # N = B*R*O sequences, ordered (video, prompt set, option).
+        per_video = sets * num_seqs
+        frame_tokens = self._frame_tokens(frames, frame_padding).repeat_interleave(per_video, 0)  # (N, T, D)
+        prompt_tokens = memory_prompts + positions  # (B*R, Q', D)
         prompt_tokens = prompt_tokens.repeat_interleave(num_seqs, 0)  # (N, Q', D)
-        text_tokens = self.text_proj(text_hidden.flatten(0, 1))  # (N, L, D)
+        text_tokens = _each_set(self.text_proj(text_hidden.flatten(0, 1)), batch, sets)  # (N, L, D)
+        text_padding = _each_set(text_padding, batch, sets)  # (N, L)
         src = torch.cat([frame_tokens, prompt_tokens, text_tokens], dim=1)  # (N, T+Q+L, D)
 
-        visual_bias = self._visual_bias(frame_padding, num_prompts, hidden_frames).repeat_interleave(num_seqs, 0)
+        visual_bias = self._visual_bias(frame_padding, num_prompts, hidden_frames).repeat_interleave(per_video, 0)
         text_bias = padding_to_bias(text_padding)
         # The reference concatenates the boolean text mask onto the float ones: padding -> +1, tokens -> 0.
         src_text_bias = text_padding.float() if cfg.compat_float_masks else text_bias
@@ -367,7 +385,7 @@ class GlanceFocus(nn.Module):
             answer_state = self.decoder.answer_state(self._query_pos(src.shape[0]), focus_memory, layer)
             layer_maps = ()
         logits = self.answer_head(answer_state)
-        logits = logits.view(batch, num_seqs) if cfg.task == "multiple_choice" else logits
+        logits = logits.view(batch * sets, num_seqs) if cfg.task == "multiple_choice" else logits
         return FocusOutput(answer_logits=logits, encoder_attention=encoder_maps, layers=layer_maps)
 
     def forward(

@@ -248,3 +248,31 @@ def test_encoder_output_rows_are_the_first_rows_of_the_full_encoding() -> None:
         first, no_maps = model.encoder(x, bias, need_attention=False, output_rows=7)
     assert len(maps) == model.config.num_encoder_layers and no_maps == ()
     torch.testing.assert_close(first, full[:, :7], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["corrected", "reference"])
+def test_several_prompt_sets_per_video_equal_repeating_the_video(reference: bool) -> None:
+    """``[B*R, Q', D]`` prompts answer each video R times; the same as passing R copies of it."""
+    torch.manual_seed(0)
+    model = GlanceFocus(tiny_config().reference_compat() if reference else tiny_config()).eval()
+    feats, text, padding = random_inputs(model.config)
+    frame_padding = torch.zeros(2, 9, dtype=torch.bool)
+    frame_padding[1, -3:] = True
+    hidden = torch.zeros(2, 9, dtype=torch.bool)
+    hidden[0, 4] = True
+    slots = torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5], [0, 2, 3, 4, 5]]).repeat(2, 1)  # R = 3 sets
+    with torch.no_grad():
+        prompts, _ = model.sort_memory_prompts(model.glance(feats, frame_padding))
+        given = prompts.repeat_interleave(3, 0)[torch.arange(6)[:, None], slots]  # (B*R, Q-1, D)
+        sets = model.focus(
+            feats, frame_padding, given, text, padding, prompt_slots=slots, hidden_frames=hidden, need_attention=False
+        )
+        feats3, frame_padding3, text3, padding3, hidden3 = (
+            x.repeat_interleave(3, 0) for x in (feats, frame_padding, text, padding, hidden)
+        )
+        copies = model.focus(feats3, frame_padding3, given, text3, padding3, prompt_slots=slots, hidden_frames=hidden3)
+    assert sets.answer_logits.shape == (6, 3)
+    torch.testing.assert_close(sets.answer_logits, copies.answer_logits, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(sets.answer_logits[0], sets.answer_logits[1], atol=1e-4)  # the sets differ
+    with pytest.raises(ValueError, match="prompt sets per video"):
+        model.focus(feats, None, prompts[:1], text, padding)
