@@ -52,7 +52,8 @@ class GlanceOutput:
 
 @dataclass(frozen=True)
 class FocusOutput:
-    """Focus-stage results for B videos with O question sequences each."""
+    """Focus-stage results for B videos with O question sequences each (B*R rows where the focus
+    stage was given R prompt sets per video)."""
 
     answer_logits: Tensor
     """Multiple-choice ``[B, O]`` (one score per option); open-ended ``[B, V]``."""
@@ -310,10 +311,10 @@ class GlanceFocus(nn.Module):
             text_hidden: text-encoder token states ``[B, O, L, H]``, one sequence per option
                 ("question option") or O = 1 for open-ended models.
             text_padding: ``[B, O, L]`` bool, True at padding tokens.
-            prompt_slots: ``[B, Q']`` (or ``[B*R, Q']``) long, the temporal slot (0..Q-1) of each given prompt, which
-                selects its position embedding; None means all Q prompts in slot order. Passing
-                fewer prompts runs the focus stage on those alone: the others are not in the
-                sequence at all. With ``compat_event_memory_slice`` the "event memory" stays the
+            prompt_slots: ``[B, Q']`` (or ``[B*R, Q']``) long, the temporal slot (0..Q-1) of each
+                given prompt, which selects its position embedding; None means all Q prompts in
+                slot order. Passing fewer prompts runs the focus stage on those alone: the others
+                are not in the sequence at all. With ``compat_event_memory_slice`` the "event memory" stays the
                 last Q encoded positions of that shorter sequence.
             hidden_frames: ``[B, T]`` bool, as in :meth:`glance`.
             need_attention: False when only the answer logits are wanted: no attention maps are
@@ -348,7 +349,7 @@ class GlanceFocus(nn.Module):
                     f"prompt_slots {tuple(prompt_slots.shape)} must be [B, Q'] with Q' >= 1, as the "
                     f"prompts {tuple(memory_prompts.shape[:2])}"
                 )
-            positions = self.prompt_position(prompt_slots)  # (B, Q', D)
+            positions = self.prompt_position(prompt_slots)  # (B*R, Q', D)
 
         # N = B*R*O sequences, ordered (video, prompt set, option).
         per_video = sets * num_seqs

@@ -235,7 +235,7 @@ class DecoderLayer(nn.Module):
         """
         question_attn = self.cross_attn if self.share_mla_attention else self.question_attn
         frame_attn = self.cross_attn if self.share_mla_attention else self.frame_attn
-        weights = need_attention
+        weights = need_attention  # whether each attention forms its weights
         tgt, self_weights = self._self_attend(tgt, query_pos, need_weights=weights, rows=rows)
         selected_events, q2m = question_attn(
             memory.text, memory.events, memory.events, memory.event_bias, need_weights=weights
