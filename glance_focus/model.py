@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glance_focus.config import GlanceFocusConfig
+from glance_focus.config import GlanceFocusConfig, SpanFormat, SpanParametrization
+from glance_focus.spans import ordered_spans_se, span_se_to_cw
 from glance_focus.transformer import (
     DecoderLayer,
     EncoderLayer,
@@ -121,16 +122,26 @@ class TextResizer(nn.Module):
 
 
 class SpanHead(nn.Module):
-    """Three-layer MLP ``[..., D] -> [..., 2]`` followed by a sigmoid."""
+    """Three-layer MLP ``[..., D] -> [..., 2]``: a span in [0, 1] written in ``span_format``.
 
-    def __init__(self, d_model: int) -> None:
+    ``independent``: a sigmoid per number (the reference). ``ordered``: the two raw numbers become
+    (start, end) with start <= end by construction (:func:`ordered_spans_se`), then ``span_format``.
+    """
+
+    def __init__(self, d_model: int, span_format: SpanFormat, parametrization: SpanParametrization) -> None:
         super().__init__()
         self.layers = nn.ModuleList([nn.Linear(d_model, d_model), nn.Linear(d_model, d_model), nn.Linear(d_model, 2)])
+        self.span_format = span_format
+        self.parametrization = parametrization
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers[:-1]:
             x = F.relu(layer(x))
-        return self.layers[-1](x).sigmoid()
+        raw = self.layers[-1](x)
+        if self.parametrization == "independent":
+            return raw.sigmoid()
+        spans = ordered_spans_se(raw)
+        return span_se_to_cw(spans) if self.span_format == "cw" else spans
 
 
 def sine_time_encoding(times: Tensor, dim: int) -> Tensor:
@@ -172,7 +183,7 @@ class GlanceFocus(nn.Module):
             d,
         )
         self.class_head = nn.Linear(d, config.num_event_logits)
-        self.span_head = SpanHead(d)
+        self.span_head = SpanHead(d, config.span_format, config.span_parametrization)
         if config.task == "multiple_choice":
             self.answer_head: nn.Module = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, 1))
         else:
