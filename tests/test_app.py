@@ -122,7 +122,9 @@ def _predict(served: Served, video: Path, question: str, options: str) -> dict:
 def test_the_api_lists_predict_and_nothing_internal(served: Served) -> None:
     endpoints = served.client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert list(endpoints) == ["/predict"]
-    assert [p["parameter_name"] for p in endpoints["/predict"]["parameters"]] == ["video", "question", "options"]
+    parameters = endpoints["/predict"]["parameters"]
+    assert [p["parameter_name"] for p in parameters] == ["video", "question", "options", "model"]
+    assert parameters[-1]["parameter_has_default"], "clients that send three arguments keep working"
 
 
 def test_a_real_video_returns_the_json_and_a_second_question_hits_the_feature_cache(

@@ -1,4 +1,9 @@
-"""The programmatic API: ``/predict`` for ``gradio_client`` (hidden components, no place in the page)."""
+"""The programmatic API: ``/predict`` for ``gradio_client`` (hidden components, no place in the page).
+
+``/predict`` takes the video, the question, the options and, optionally, the name of one of the
+server's models (the model selector's names); without one it answers with the first, as it did
+before models could be named, so existing clients keep working.
+"""
 
 from __future__ import annotations
 
@@ -40,29 +45,35 @@ def build_api(models: Models) -> None:
     """The ``/predict`` endpoint for ``gradio_client`` (hidden components; no place in the page)."""
     answerer = Answerer(models)
 
-    def predict(video: str | None, question: str, options: str) -> dict[str, Any]:
-        """Answer a question about a video with the default model.
+    def predict(video: str | None, question: str, options: str, model: str | None = "") -> dict[str, Any]:
+        """Answer a question about a video.
 
         Args:
             video: the video file (mp4, webm, mov, avi or mkv).
             question: the question.
             options: the answer options, one per line; empty for an open-ended model.
+            model: the name of one of the server's models; empty for the first (the default).
 
         Returns:
             ``{answer, answer_index, options, probabilities, events: [{start_s, end_s, label,
-            score, background}], timings_s}``.
+            score, background}], timings_s, model}``.
         """
-        return answerer(models.default, video, question, options).to_json()
+        name = (model or "").strip() or models.default
+        if name not in models.choices:
+            offered = ", ".join(models.choices) or "none"
+            raise gr.Error(f"There is no model named {name!r} on this server; it offers: {offered}.")
+        return {**answerer(name, video, question, options).to_json(), "model": name}
 
     with gr.Column(visible=False):
         api_video = uploaded_file_input("video", VIDEO_EXTENSIONS)
         api_question = gr.Textbox(label="question")
         api_options = gr.Textbox(label="options", lines=4)
+        api_model = gr.Textbox(label="model", value="")
         api_result = gr.JSON(label="result")
     gr.on(
         [],
         predict,
-        inputs=[api_video, api_question, api_options],
+        inputs=[api_video, api_question, api_options, api_model],
         outputs=api_result,
         api_name="predict",
         concurrency_id="inference",
