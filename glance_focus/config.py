@@ -67,6 +67,12 @@ class GlanceFocusConfig:
     ``span_format``). ``independent``: two sigmoids read directly in ``span_format`` (the reference;
     a (start, end) head can then put the end before the start). Checkpoints saved before this
     field existed are ``independent``: :meth:`from_dict` fills that in."""
+    span_anchors: bool = False
+    """Ordered spans only: memory prompt q's span head is offset so that, for a zero output, its span
+    is the q-th of Q equal slots of the video (an anchor, as DETR variants give their queries). The
+    prompts start apart, so a diversity loss has a symmetry to keep rather than one to break; the
+    unsupervised setting needs it (without it, prompts start nearly identical and the spans of
+    every prompt grow together to the whole video: docs/unsupervised.md)."""
     standardize_features: bool = True
     """Standardise frame features per dimension with training-set statistics stored in the model
     (buffers ``feature_mean``/``feature_std``). CLIP embeddings of similar frames share most of their
@@ -101,6 +107,8 @@ class GlanceFocusConfig:
             raise ValueError(f"unknown span_format {self.span_format!r}")
         if self.span_parametrization not in ("ordered", "independent"):
             raise ValueError(f"unknown span_parametrization {self.span_parametrization!r}")
+        if self.span_anchors and self.span_parametrization != "ordered":
+            raise ValueError("span_anchors needs span_parametrization='ordered'")
         if self.temporal_position not in ("none", "sine"):
             raise ValueError(f"unknown temporal_position {self.temporal_position!r}")
 
@@ -116,6 +124,7 @@ class GlanceFocusConfig:
             standardize_features=False,
             temporal_position="none",
             span_parametrization="independent",
+            span_anchors=False,
             share_mla_attention=True,
             compat_event_memory_slice=True,
             compat_float_masks=True,

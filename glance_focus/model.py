@@ -122,17 +122,33 @@ class TextResizer(nn.Module):
 
 
 class SpanHead(nn.Module):
-    """Three-layer MLP ``[..., D] -> [..., 2]``: a span in [0, 1] written in ``span_format``.
+    """Three-layer MLP ``[..., Q, D] -> [..., Q, 2]``: a span in [0, 1] written in ``span_format``.
 
     ``independent``: a sigmoid per number (the reference). ``ordered``: the two raw numbers become
-    (start, end) with start <= end by construction (:func:`ordered_spans_se`), then ``span_format``.
+    (start, end) with start <= end by construction (:func:`ordered_spans_se`), then ``span_format``;
+    with ``num_anchors`` = Q, prompt q's raw numbers are offset so that zero means the q-th of Q
+    equal slots of the video.
     """
 
-    def __init__(self, d_model: int, span_format: SpanFormat, parametrization: SpanParametrization) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        span_format: SpanFormat,
+        parametrization: SpanParametrization,
+        num_anchors: int | None = None,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList([nn.Linear(d_model, d_model), nn.Linear(d_model, d_model), nn.Linear(d_model, 2)])
         self.span_format = span_format
         self.parametrization = parametrization
+        anchors = torch.zeros(num_anchors or 1, 2)
+        if num_anchors:
+            slot = torch.arange(num_anchors, dtype=torch.float32)
+            start = slot / num_anchors  # slot q is [q/Q, (q+1)/Q]: start q/Q, then 1/(Q-q) of the rest
+            fraction = 1.0 / (num_anchors - slot)
+            anchors = torch.stack([start, fraction], dim=-1).clamp(1e-3, 1 - 1e-3).logit()
+        # Not saved: a function of Q, so checkpoints keep their keys.
+        self.register_buffer("anchors", anchors, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers[:-1]:
@@ -140,7 +156,7 @@ class SpanHead(nn.Module):
         raw = self.layers[-1](x)
         if self.parametrization == "independent":
             return raw.sigmoid()
-        spans = ordered_spans_se(raw)
+        spans = ordered_spans_se(raw + self.anchors)  # (..., Q, 2); zero offsets without anchors
         return span_se_to_cw(spans) if self.span_format == "cw" else spans
 
 
@@ -183,7 +199,12 @@ class GlanceFocus(nn.Module):
             d,
         )
         self.class_head = nn.Linear(d, config.num_event_logits)
-        self.span_head = SpanHead(d, config.span_format, config.span_parametrization)
+        self.span_head = SpanHead(
+            d,
+            config.span_format,
+            config.span_parametrization,
+            config.num_memory_prompts if config.span_anchors else None,
+        )
         if config.task == "multiple_choice":
             self.answer_head: nn.Module = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, 1))
         else:

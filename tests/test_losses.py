@@ -149,3 +149,39 @@ def test_alignment_pulls_spans_towards_where_each_prompt_looks() -> None:
     loss = attention_alignment_loss(spans, "se", attention, None)
     loss.backward()
     assert spans.grad[0, 0, 0] > 0 and spans.grad[0, 1, 0] < 0  # start of prompt 0 moves left, 1's right
+
+
+def _optimise_shared_head(anchors: bool, steps: int = 60) -> tuple[float, float]:
+    """Train the model's span head alone under overlap + coverage, on 10 nearly identical prompt
+    states (as a freshly initialised glance stage gives them); mean width and pairwise IoU."""
+    from glance_focus.model import SpanHead
+    from glance_focus.spans import spans_to_se, temporal_iou_se
+
+    torch.manual_seed(0)
+    batch, prompts = 2, 10
+    head = SpanHead(16, "cw", "ordered", prompts if anchors else None)
+    states = torch.randn(1, 1, 16).expand(batch, prompts, 16) + 0.01 * torch.randn(batch, prompts, 16)
+    optimizer = torch.optim.Adam(head.parameters(), lr=2e-2)
+    criterion = GlanceFocusCriterion(LossConfig.unsupervised(), "cw")
+    for _ in range(steps):
+        spans = head(states)
+        out = criterion(
+            torch.zeros(batch, prompts, 3), spans, torch.zeros(batch, 2), torch.zeros(batch, dtype=torch.long)
+        )
+        loss = 0.5 * out.terms["overlap"] + 0.5 * out.terms["coverage"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    se = spans_to_se(spans.detach(), "cw")
+    rows, cols = torch.triu_indices(prompts, prompts, offset=1)
+    return float((se[..., 1] - se[..., 0]).mean()), float(temporal_iou_se(se, se)[:, rows, cols].mean())
+
+
+def test_a_shared_span_head_needs_anchors_to_keep_prompts_apart() -> None:
+    """What training showed (docs/unsupervised.md): one head over nearly identical prompts moves
+    every span together, so coverage wins and all spans become the whole video; with anchors the
+    prompts start in their own slots and keep them."""
+    width, iou = _optimise_shared_head(anchors=True)
+    assert width > 0.05 and iou < 0.1
+    collapsed_width, collapsed_iou = _optimise_shared_head(anchors=False)
+    assert collapsed_width > 0.9 and collapsed_iou > 0.9

@@ -44,6 +44,34 @@ def test_reference_compat_implies_the_reference_losses() -> None:
     assert chosen.losses == ("qa", "overlap", "coverage") and not chosen.unmatched_as_background
 
 
+def test_span_anchors_default_to_the_unsupervised_setting() -> None:
+    assert parse("--setting", "uns").model.span_anchors
+    assert not parse().model.span_anchors
+    assert not parse("--setting", "uns", "--reference-compat").model.span_anchors
+    assert not parse("--setting", "uns", "--span-anchors", "off").model.span_anchors
+    with pytest.raises(SystemExit):
+        parse("--reference-compat", "--span-anchors", "on")
+
+
+def test_anchored_prompts_start_in_their_own_slots_and_in_order() -> None:
+    torch.manual_seed(0)
+    model = GlanceFocus(tiny_config(span_format="cw", span_anchors=True)).eval()
+    prompts = model.config.num_memory_prompts
+    with torch.no_grad():
+        model.span_head.layers[-1].weight.zero_()
+        model.span_head.layers[-1].bias.zero_()
+        feats, _, _ = random_inputs(model.config)
+        glance = model.glance(feats)
+    se = spans_to_se(glance.spans, "cw")
+    slots = torch.arange(prompts) / prompts
+    assert torch.allclose(se[0, :, 0], slots, atol=2e-3)
+    assert torch.allclose(se[0, :, 1], slots + 1 / prompts, atol=2e-3)
+    assert torch.equal(model.sort_memory_prompts(glance)[1][0], torch.arange(prompts))
+    assert "span_head.anchors" not in model.state_dict(), "a function of Q, not a weight"
+    with pytest.raises(ValueError, match="ordered"):
+        tiny_config(span_anchors=True, span_parametrization="independent")
+
+
 def test_uns_with_start_end_spans_is_refused_only_under_reference_compat() -> None:
     with pytest.raises(SystemExit):
         parse("--reference-compat", "--setting", "uns", "--span-format", "se")
@@ -106,9 +134,8 @@ def test_an_old_format_checkpoint_keeps_its_head_and_its_predictions(tmp_path: P
 
 def test_evaluate_reports_class_agnostic_span_quality_and_width(tmp_path: Path, capsys) -> None:
     out = tmp_path / "uns"
-    train_in_process(
-        run_args("star", out, "--setting", "uns", "--val-split", "none", "--batch-size", "2", "--max-steps", "1")
-    )
+    args = run_args("star", out, "--setting", "uns", "--val-split", "none", "--batch-size", "2", "--max-steps", "1")
+    train_in_process([*args, "--span-anchors", "off"])  # below: one span for every prompt
     loaded = load_checkpoint(out / "last")
     start, end = 0.2, 0.6
     assert loaded.model.config.span_format == "cw"

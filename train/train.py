@@ -39,6 +39,8 @@ def positive_int(text: str) -> int:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse combinations that cannot train, before any data is read."""
+    if args.reference_compat and args.span_anchors == "on":
+        parser.error("--span-anchors on is not part of the reference; drop it or --reference-compat")
     if args.reference_compat and args.setting == "uns" and args.span_format == "se":
         parser.error(
             "--reference-compat --setting uns reads spans as (center, width), as the reference's "
@@ -74,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replicate the reference code exactly: its model switches and its losses "
         "(matched-only class loss; pairwise GIoU when unsupervised) unless --losses is given",
+    )
+    model.add_argument(
+        "--span-anchors",
+        choices=["on", "off"],
+        help="offset each memory prompt's span head to its own slot of the video "
+        "(default: on for --setting uns, off for sup and under --reference-compat)",
     )
     model.add_argument(
         "--pseudo-classes",
@@ -143,6 +151,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         span_format=args.span_format or ("se" if args.setting == "sup" else "cw"),
         temporal_position=args.temporal_position,
         share_mla_attention=not args.separate_mla_attention,
+        span_anchors=(args.span_anchors or ("on" if args.setting == "uns" else "off")) == "on",
     )
     if args.reference_compat:
         model = model.reference_compat()
