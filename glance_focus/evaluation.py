@@ -20,10 +20,11 @@ from glance_focus.checkpoint import LoadedCheckpoint
 from glance_focus.data.features import FeatureStore
 from glance_focus.data.types import DatasetSplit
 from glance_focus.encoders import build_text_encoder, load_text_encoder
+from glance_focus.evidence import EVIDENCE_CHUNK_VIDEOS, answer_without_each_prompt
 from glance_focus.matcher import EventTargets, hungarian_match
 from glance_focus.model import GlanceFocus
 from glance_focus.spans import spans_to_se, temporal_iou_se
-from glance_focus.text_features import TextFeatureCache
+from glance_focus.text_features import TextFeatureCache, build_text_encoder_from_config
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class PredictedEvent:
 class ExamplePrediction:
     question_id: str
     video_id: str
+    clip_id: str
+    """Key of the question's features and events (:attr:`QAExample.clip_id`)."""
     question_type: str
     prediction: int
     answer: int | None
@@ -50,6 +53,11 @@ class ExamplePrediction:
     """Softmax over the options (multiple-choice) or the answer vocabulary (open-ended)."""
     events: list[PredictedEvent]
     """One per memory prompt, in temporal order (the order the focus stage reads them)."""
+    evidence_without: list[float] | None = None
+    """With ``evidence=True``: the predicted answer's probability with each memory prompt removed
+    (temporal order, :mod:`glance_focus.evidence`)."""
+    evidence_flips_to: list[int | None] | None = None
+    """With ``evidence=True``: per removed prompt, the answer given instead, or None where it stays."""
 
     @property
     def correct(self) -> bool | None:
@@ -132,10 +140,12 @@ def evaluate_split(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    evidence: bool = False,
 ) -> EvaluationResult:
     """Predict every question of ``split`` and compute accuracy and event quality.
 
-    ``progress(done, total)`` is called after each batch.
+    ``progress(done, total)`` is called after each batch. ``evidence=True`` also answers every
+    question once per memory prompt left out, in the same batches (Q times the focus stage's work).
     """
     model.eval()
     config = model.config
@@ -155,6 +165,17 @@ def evaluate_split(
         text_hidden, text_padding = text.encode(batch.sequences)
         out = model(batch.frames, batch.frame_padding, text_hidden.to(device), text_padding.to(device))
         probabilities = out.focus.answer_logits.float().softmax(-1).cpu()
+        without = None
+        if evidence:
+            without = answer_without_each_prompt(
+                model,
+                batch.frames,
+                batch.frame_padding,
+                out.sorted_memory_prompts,
+                text_hidden.to(device),
+                text_padding.to(device),
+                chunk_videos=EVIDENCE_CHUNK_VIDEOS,
+            ).cpu()  # (B, Q, A)
         spans_se = spans_to_se(out.glance.spans.float(), config.span_format).cpu()
         logits = out.glance.event_logits.float().cpu()
         order = out.sort_order.cpu()
@@ -166,18 +187,26 @@ def evaluate_split(
         for row, index in enumerate(batch.indices.tolist()):
             example = split.examples[index]
             probs = probabilities[row]
+            answer = int(probs.argmax())
+            loo: dict[str, list] = {}
+            if without is not None:
+                new_answers = without[row].argmax(-1).tolist()
+                loo["evidence_without"] = [round(float(p), 6) for p in without[row, :, answer]]
+                loo["evidence_flips_to"] = [None if a == answer else a for a in new_answers]
             predictions[index] = ExamplePrediction(
                 question_id=example.question_id,
                 video_id=example.video_id,
+                clip_id=example.clip_id,
                 question_type=example.question_type,
-                prediction=int(probs.argmax()),
+                prediction=answer,
                 answer=example.answer,
                 probabilities=[round(float(p), 6) for p in probs],
                 events=_predicted_events(logits[row], spans_se[row], order[row]),
+                **loo,
             )
-            if example.video_id in seen_videos:
+            if example.clip_id in seen_videos:  # event quality counts each clip once
                 continue
-            seen_videos.add(example.video_id)
+            seen_videos.add(example.clip_id)
             widths += (clipped[row, :, 1] - clipped[row, :, 0]).clamp(min=0).tolist()
             pred_idx, tgt_idx = agnostic.pairs[row]
             if len(tgt_idx):
@@ -241,14 +270,22 @@ def checkpoint_text_features(loaded: LoadedCheckpoint, device: torch.device | st
     """The text path the checkpoint was trained with.
 
     A fine-tuned text encoder stored beside the model is loaded into a private copy, so the
-    process-wide shared encoder of the same spec stays untouched.
+    process-wide shared encoder of the same spec stays untouched. Reference-compatible models get
+    the reference's text path (padding states kept, see :mod:`glance_focus.text_features`).
     """
     info = loaded.info
+    keep_padding = loaded.model.config.compat_text_padding
     if loaded.text_encoder_state is None:
-        return TextFeatureCache(load_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length))
-    encoder = build_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length)
+        encoder = load_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length)
+        return TextFeatureCache(encoder, keep_padding_states=keep_padding)
+    if info.text_encoder_config is None:
+        encoder = build_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length)
+    else:  # the architecture is in config.json: only the tokenizer comes from the spec
+        encoder = build_text_encoder_from_config(
+            info.text_encoder, info.text_encoder_config, device=device, max_length=info.text_max_length
+        )
     encoder.model.load_state_dict(loaded.text_encoder_state, strict=True)
-    return TextFeatureCache(encoder)
+    return TextFeatureCache(encoder, keep_padding_states=keep_padding)
 
 
 def evaluate_checkpoint(
@@ -258,6 +295,7 @@ def evaluate_checkpoint(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    evidence: bool = False,
 ) -> EvaluationResult:
     """:func:`evaluate_split` of a loaded checkpoint on ``split`` with the features in ``features_path``."""
     config = loaded.model.config
@@ -265,4 +303,4 @@ def evaluate_checkpoint(
         split, FeatureStore(features_path), loaded.info.num_frames, config.num_memory_prompts, config.span_format
     )
     text = checkpoint_text_features(loaded)
-    return evaluate_split(loaded.model, split, data, text, batch_size, device, progress)
+    return evaluate_split(loaded.model, split, data, text, batch_size, device, progress, evidence)

@@ -1,4 +1,7 @@
-"""Batch frame-feature extraction: a set of videos -> one safetensors file ``video_id -> [T, F]``.
+"""Batch frame-feature extraction: a set of videos -> one safetensors file ``clip_id -> [T, F]``.
+
+A clip is a whole video, or a window of one (STAR: each question's window, keyed by question id);
+a window's frames are sampled from its own frame range, decoded frame-accurately.
 
 Decoding runs in DataLoader worker processes while the main process encodes, so the two overlap.
 Each finished video is written at once (atomically) to a ``.parts`` folder beside the output, so an
@@ -25,7 +28,8 @@ from glance_focus.checkpoint import CheckpointInfo
 from glance_focus.data.features import FeatureStore, write_features
 from glance_focus.data.types import DatasetSplit, atomic_path
 from glance_focus.encoders import EncoderUnavailableError, FrameEncoder, load_frame_encoder
-from glance_focus.video import VideoError, VideoLimits, sample_frames
+from glance_focus.sampling import FrameSampling
+from glance_focus.video import ClipSampling, VideoError, VideoLimits, sample_clips, sample_frames
 
 DECODE_SHORT_SIDE = 224
 """Frames are decoded with this short side (the CLIP encoders then resize/crop to their input)."""
@@ -89,12 +93,25 @@ class ExtractionResult:
 
 
 class _DecodeDataset(Dataset):
-    """Decodes one video per item in a DataLoader worker: (video id, frames uint8 [N,H,W,3] or error)."""
+    """Decodes one clip per item in a DataLoader worker: (clip id, frames uint8 [N,H,W,3] or error).
 
-    def __init__(self, items: list[tuple[str, Path]], num_frames: int, limits: VideoLimits) -> None:
+    ``clips``: decode every clip of the video (or window) instead, for clip encoders (S3D);
+    ``num_frames`` then does not apply.
+    """
+
+    def __init__(
+        self,
+        items: list[tuple[str, Path]],
+        num_frames: int,
+        limits: VideoLimits,
+        windows: Mapping[str, tuple[float, float]] | None = None,
+        clips: ClipSampling | None = None,
+    ) -> None:
         self.items = items
         self.num_frames = num_frames
         self.limits = limits
+        self.windows = dict(windows or {})
+        self.clips = clips
 
     def __len__(self) -> int:
         return len(self.items)
@@ -102,9 +119,19 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
         video_id, path = self.items[index]
         try:
-            sampled = sample_frames(
-                path, num_frames=self.num_frames, limits=self.limits, size=DECODE_SHORT_SIDE, in_process=True
-            )
+            if self.clips is not None:
+                sampled = sample_clips(
+                    path, self.clips, self.limits, window_s=self.windows.get(video_id), in_process=True
+                )
+            else:
+                sampled = sample_frames(
+                    path,
+                    num_frames=self.num_frames,
+                    limits=self.limits,
+                    size=DECODE_SHORT_SIDE,
+                    window_s=self.windows.get(video_id),
+                    in_process=True,
+                )
         except VideoError as exc:
             return video_id, None, str(exc)
         return video_id, torch.from_numpy(sampled.frames), None
@@ -130,8 +157,14 @@ def extract_features(
     limits: VideoLimits | None = None,
     progress: bool = True,
     on_video: Callable[[str], None] | None = None,
+    windows: Mapping[str, tuple[float, float]] | None = None,
 ) -> ExtractionResult:
-    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``.
+    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``; with a clip
+    encoder (S3D), every whole clip of each video instead (one row per second, ``num_frames`` unused;
+    the row rule is applied when the features are read, as the STAR loader does).
+
+    ``videos`` maps each clip id (the key written) to its video file; ``windows`` gives a clip's
+    ``(start, end)`` seconds in that file where it is not the whole video.
 
     Resumable: videos finished by an earlier (interrupted) run are not decoded again. Videos that
     fail to decode are reported in the result and left out of the file. Call on every rank under
@@ -147,8 +180,9 @@ def extract_features(
     todo = [(v, Path(videos[v])) for v in mine if not _part_path(parts, v).is_file()]
     skipped = len(mine) - len(todo)
     limits = limits or VideoLimits(max_frames_to_sample=max(num_frames, 1))
+    sampling = FrameSampling.for_encoder(str(encoder.spec))
     loader = DataLoader(
-        _DecodeDataset(todo, num_frames, limits),
+        _DecodeDataset(todo, num_frames, limits, windows, sampling.clips() if sampling.is_clips else None),
         batch_size=1,
         collate_fn=_first,
         num_workers=workers,
@@ -193,6 +227,7 @@ def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: Frame
                 mapping[video_id] = f.get_tensor("features")
     if not mapping:
         raise RuntimeError(f"no video could be encoded for {out_path}")
+    sampling = FrameSampling.for_encoder(str(encoder.spec))
     metadata = {
         "frame_encoder": encoder.spec if isinstance(encoder.spec, str) else str(encoder.spec),
         "fingerprint": encoder.fingerprint,
@@ -200,6 +235,9 @@ def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: Frame
         "sampling": "uniform",
         "decode_short_side": str(DECODE_SHORT_SIDE),
     }
+    if sampling.is_clips:  # every clip of each video: one row per clip
+        metadata.update(num_frames="all clips", sampling=json.dumps(sampling.to_json()))
+        metadata.pop("decode_short_side")
     write_features(out_path, mapping, metadata)
     return out_path
 
@@ -209,16 +247,22 @@ def _single_thread_worker(_: int) -> None:
 
 
 def split_videos(split: DatasetSplit) -> tuple[dict[str, Path], list[str]]:
-    """The video files of a split's questions, and the ids whose file is missing."""
+    """The video file of each clip of a split's questions (by clip id), and the clip ids whose video
+    file is missing. Clips that are windows of their video: :func:`split_windows`."""
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for video_id in sorted({ex.video_id for ex in split.examples}):
+    for clip_id, (video_id, _) in split.clips().items():
         path = split.video_path(video_id)
         if path is None:
-            missing.append(video_id)
+            missing.append(clip_id)
         else:
-            found[video_id] = path
+            found[clip_id] = path
     return found, missing
+
+
+def split_windows(split: DatasetSplit) -> dict[str, tuple[float, float]]:
+    """Clip id -> its ``(start, end)`` seconds in its video, for the clips that are not a whole video."""
+    return {clip_id: window for clip_id, (_, window) in split.clips().items() if window is not None}
 
 
 def features_for_checkpoint(
@@ -240,7 +284,7 @@ def features_for_checkpoint(
         videos, missing = split_videos(split)
         if missing:
             raise ExtractionError(
-                f"{len(missing)} videos of {split.name}/{split.split} have neither a video file nor features "
+                f"{len(missing)} clips of {split.name}/{split.split} have neither a video file nor features "
                 f"(first: {missing[:3]})"
             )
         try:
@@ -258,7 +302,9 @@ def features_for_checkpoint(
             if on_video is not None:
                 on_video(done[0], len(videos))
 
-        result = extract_features(videos, path, encoder, info.num_frames, progress=False, on_video=count)
+        result = extract_features(
+            videos, path, encoder, info.num_frames, progress=False, on_video=count, windows=split_windows(split)
+        )
         if result.failed:
             raise ExtractionError(
                 f"{len(result.failed)} videos failed to decode: {dict(list(result.failed.items())[:3])}"

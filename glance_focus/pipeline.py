@@ -11,7 +11,6 @@ slows a request down instead of failing it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,13 +19,30 @@ import numpy as np
 import torch
 
 from glance_focus.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
+from glance_focus.data.features import sample_features
 from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_device
 from glance_focus.evaluation import checkpoint_text_features
+from glance_focus.evidence import (
+    Evidence,
+    HiddenRangeError,
+    build_evidence,
+    hidden_frame_mask,
+    hidden_range_evidence,
+    leave_one_out,
+)
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
+from glance_focus.forksafe import ForkSafeLock
 from glance_focus.spans import spans_to_se
-from glance_focus.text_features import TextFeatureCache, question_sequences
-from glance_focus.video import DEFAULT_LIMITS, VideoLimits, sample_frames, video_content_hash
+from glance_focus.text_features import TextFeatureCache, TextTooLongError, question_sequences
+from glance_focus.video import (
+    DEFAULT_LIMITS,
+    SampledFrames,
+    VideoLimits,
+    sample_clips,
+    sample_frames,
+    video_content_hash,
+)
 
 MAX_QUESTION_CHARS = 1000
 MAX_OPTION_CHARS = 300
@@ -76,6 +92,23 @@ class AttentionMaps:
     """``[L, T]``: focus stage step 2, each token's selected events over the frames."""
     answer_to_frames: np.ndarray
     """``[T]``: the answer query's attention carried through to the frames."""
+    padding_rows: int = 0
+    """Zero rows appended after the ``T`` real rows (a clip model reading a short video); not in the maps."""
+    padding_share: float = 0.0
+    """Fraction of the glance and answer attention (mean over memory prompts and the answer query)
+    that went to those zero rows, which a reference-compat model does not mask."""
+    question_memory_keys: list[str] | None = None
+    """What the columns of ``question_to_memory`` are when they are not the memory prompts:
+    reference-compatible models read the last 10 encoded positions, mostly text tokens and padding
+    (labelled by token, ``P<k>`` for a prompt). None: the memory prompts in temporal order.
+    All focus maps come from the decoder layer the answer is read from."""
+
+
+def _mean_share(rows: list[torch.Tensor], start: int, stop: int) -> float:
+    """Mean over attention rows ``[K]`` (each over frames and, in the focus stage, more positions after
+    them) of the share of each row's total that falls on positions ``start:stop``."""
+    shares = [float(row[start:stop].float().sum() / row.float().sum().clamp_min(1e-12)) for row in rows]
+    return sum(shares) / len(shares)
 
 
 @dataclass(frozen=True)
@@ -117,6 +150,9 @@ class Prediction:
     video: VideoSummary | None = None
     thumbnails: np.ndarray | None = field(default=None, repr=False)
     """``[T, h, w, 3]`` uint8, one per sampled frame (None for precomputed features)."""
+    features: torch.Tensor | None = field(default=None, repr=False)
+    """``[T, F]`` float32 on the CPU: the frame features the answer was computed from (to cache them,
+    or to answer again with some of them hidden)."""
 
     def to_json(self) -> dict:
         """The API's plain JSON view."""
@@ -137,6 +173,43 @@ class Prediction:
             ],
             "timings_s": self.timings.as_dict(),
         }
+
+
+@dataclass(frozen=True)
+class PreparedVideo:
+    """A video with everything done that needs no accelerator (:meth:`Predictor.prepare`): the file
+    hashed and probed, the feature cache asked, the frames decoded and their thumbnails made.
+
+    Plain arrays only, so it can cross into another process (the ZeroGPU worker) by pickling.
+    """
+
+    timestamps_s: np.ndarray
+    """``[T]`` seconds of the sampled frames."""
+    frames: np.ndarray | None
+    """``[T, H, W, 3]`` uint8 decoded frames; None when the features came from the cache."""
+    features: torch.Tensor | None
+    """``[T, F]`` float32 cached features; None when the frames still need encoding."""
+    thumbnails: np.ndarray | None = field(default=None, repr=False)
+    summary: VideoSummary | None = None
+    timings: Timings = Timings()
+    """``hash``, ``probe_decode``, ``feature_cache_hit`` and ``total`` (seconds spent preparing)."""
+    cache_key: FeatureKey | None = None
+    """Where the features go in the feature cache once encoded (None: no cache)."""
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.timestamps_s)
+
+    @property
+    def frames_to_encode(self) -> int:
+        """Frames the image encoder still has to see (0 on a feature-cache hit)."""
+        return 0 if self.frames is None else len(self.frames)
+
+    @property
+    def duration_s(self) -> float:
+        if self.summary is not None:
+            return self.summary.duration_s
+        return float(self.timestamps_s[-1]) if len(self.timestamps_s) else 0.0
 
 
 def check_question(question: str, options: list[str] | None, task: str) -> tuple[str, list[str]]:
@@ -198,15 +271,17 @@ class Predictor:
         self.feature_cache = FeatureCache(cache_dir, cache_bytes) if cache_dir is not None else None
         self._frame_encoder: FrameEncoder | None = None
         self._text: TextFeatureCache | None = None
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._cache_dir = cache_dir
         self._cache_bytes = cache_bytes
         self._cpu_fallback: Predictor | None = None
-        self._fallback_lock = threading.Lock()
+        self._fallback_lock = ForkSafeLock()
 
     # ------------------------------------------------------------------ encoders (lazy)
     @property
     def frame_encoder(self) -> FrameEncoder:
+        if self._frame_encoder is not None:  # loaded: no lock (a forked GPU worker never waits on one)
+            return self._frame_encoder
         with self._lock:
             if self._frame_encoder is None:
                 encoder = load_frame_encoder(self.info.frame_encoder, device=self.device)
@@ -216,6 +291,8 @@ class Predictor:
 
     @property
     def text(self) -> TextFeatureCache:
+        if self._text is not None:
+            return self._text
         with self._lock:
             if self._text is None:
                 self._text = checkpoint_text_features(self.loaded, self.device)
@@ -254,39 +331,110 @@ class Predictor:
         """Build both encoders now (the first question would otherwise pay for it)."""
         _ = self.frame_encoder, self.text
 
-    # ------------------------------------------------------------------ features
-    def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
-        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file."""
+    # ------------------------------------------------------------------ video -> features
+    # A question about a video file is answered in three steps, so that a server can run each
+    # where it belongs (on Hugging Face ZeroGPU only the middle one runs in the GPU worker):
+    #   prepare()          CPU: hash, feature-cache lookup, probe, decode, thumbnails
+    #   answer_prepared()  accelerator: image encoder (unless cached), text encoder, model
+    #   remember()         CPU: the new features into the feature cache
+    # predict() does all three in this process.
+
+    def check_question(self, question: str, options: list[str] | None) -> tuple[str, list[str]]:
+        """:func:`check_question` for this model's task (cheap: call it before decoding anything)."""
+        return check_question(question, options, self.task)
+
+    def prepare(self, video: str | Path, num_frames: int | None = None) -> PreparedVideo:
+        """Everything about ``video`` that needs no accelerator: :class:`~glance_focus.video.VideoError`
+        for a file that is not a usable video. Decodes nothing on a feature-cache hit.
+
+        Frames are taken as the checkpoint's :attr:`~CheckpointInfo.frame_sampling` says: ``num_frames``
+        (default: the checkpoint's) uniform frames, or for a clip model (S3D) every frame of its clips,
+        at most the checkpoint's row count of clips (``num_frames`` does not apply); the timestamps and
+        thumbnails are then one per clip, at its centre.
+        """
+        clips = self.info.sampling.clips(self.info.num_frames) if self.info.sampling.is_clips else None
         num_frames = num_frames or self.info.num_frames
+        sampling_key = f"clips{clips.fps:g}x{clips.clip_frames}c{clips.crop}max{clips.max_clips}" if clips else ""
         t0 = time.perf_counter()
         key = None
         if self.feature_cache is not None:
             encoder = self.frame_encoder
-            key = FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
-            t_hash = time.perf_counter() - t0
+            key = FeatureKey(
+                video_content_hash(video),
+                str(encoder.spec),
+                encoder.fingerprint,
+                sampling_key or f"uniform{num_frames}",
+            )
+        t_hash = time.perf_counter() - t0
+        if key is not None and self.feature_cache is not None:
             hit = self.feature_cache.get(key)
             if hit is not None:
-                summary = VideoSummary(**hit.info["video"]) if "video" in hit.info else None
-                thumbs = hit.thumbnails.numpy() if hit.thumbnails is not None else None
-                timings = Timings(hash=t_hash, feature_cache_hit=True)
-                return hit.features, hit.timestamps.numpy(), thumbs, summary, timings
-        else:
-            t_hash = 0.0
+                return PreparedVideo(
+                    timestamps_s=hit.timestamps.numpy().astype(np.float64),
+                    frames=None,
+                    features=hit.features,
+                    thumbnails=hit.thumbnails.numpy() if hit.thumbnails is not None else None,
+                    summary=VideoSummary(**hit.info["video"]) if "video" in hit.info else None,
+                    timings=Timings(hash=t_hash, feature_cache_hit=True, total=time.perf_counter() - t0),
+                    cache_key=key,
+                )
         t1 = time.perf_counter()
-        sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
-        t2 = time.perf_counter()
-        features = self.frame_encoder.encode(sampled.frames)
-        t3 = time.perf_counter()
+        sampled: SampledFrames
+        if clips is not None:
+            sampled = sample_clips(video, clips, limits=self.video_limits)
+            row_frames = sampled.frames[clips.clip_frames // 2 :: clips.clip_frames]  # each clip's middle frame
+            row_times = sampled.timestamps_s[:: clips.clip_frames] + clips.clip_seconds / 2
+        else:
+            sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
+            row_frames, row_times = sampled.frames, sampled.timestamps_s
         info = sampled.info
-        summary = VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames)
-        thumbs = _thumbnails(sampled.frames)
-        if self.feature_cache is not None and key is not None:
-            try:
-                self.feature_cache.put(key, features, sampled.timestamps_s, thumbs, {"video": summary.__dict__})
-            except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
-                log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
-        timings = Timings(hash=t_hash, probe_decode=t2 - t1, image_encoder=t3 - t2)
-        return features, np.asarray(sampled.timestamps_s, dtype=np.float64), thumbs, summary, timings
+        thumbnails = _thumbnails(row_frames)
+        t2 = time.perf_counter()
+        return PreparedVideo(
+            timestamps_s=np.asarray(row_times, dtype=np.float64),
+            frames=sampled.frames,
+            features=None,
+            thumbnails=thumbnails,
+            summary=VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames),
+            timings=Timings(hash=t_hash, probe_decode=t2 - t1, total=t2 - t0),
+            cache_key=key,
+        )
+
+    def encode_prepared(self, prepared: PreparedVideo) -> torch.Tensor:
+        """Frame features ``[T, F]`` float32 on the CPU of a prepared video (the cached ones, or the
+        image encoder's output for its frames)."""
+        if prepared.features is not None:
+            return prepared.features
+        assert prepared.frames is not None
+        return self.frame_encoder.encode(prepared.frames)
+
+    def remember(self, prepared: PreparedVideo, features: torch.Tensor | None) -> None:
+        """Put the new frame features ``[T, F]`` of ``prepared`` in the feature cache (nothing when
+        they came from it, or there is none)."""
+        if self.feature_cache is None or prepared.cache_key is None or prepared.features is not None:
+            return
+        if features is None:
+            return
+        try:
+            self.feature_cache.put(
+                prepared.cache_key,
+                features,
+                prepared.timestamps_s,
+                prepared.thumbnails,
+                {"video": prepared.summary.__dict__} if prepared.summary is not None else {},
+            )
+        except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
+            log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
+
+    def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
+        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file,
+        taken from the feature cache or computed and put there."""
+        prepared = self.prepare(video, num_frames)
+        t0 = time.perf_counter()
+        features = self.encode_prepared(prepared)
+        timings = replace(prepared.timings, image_encoder=0.0 if prepared.frames is None else time.perf_counter() - t0)
+        self.remember(prepared, features)
+        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, timings
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -296,26 +444,46 @@ class Predictor:
 
         Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
         """
-        try:
-            return self._predict(video, question, options, num_frames)
-        except torch.OutOfMemoryError as error:
-            return self._out_of_memory(error).predict(video, question, options, num_frames)
+        question, options = self.check_question(question, options)
+        prepared = self.prepare(video, num_frames)
+        prediction = self.answer_prepared(prepared, question, options)
+        self.remember(prepared, prediction.features)
+        return prediction
 
-    def _predict(
-        self, video: str | Path, question: str, options: list[str] | None, num_frames: int | None
-    ) -> Prediction:
+    def answer_prepared(self, prepared: PreparedVideo, question: str, options: list[str] | None = None) -> Prediction:
+        """Encode the prepared video's frames (unless cached) and answer: the accelerator's part of
+        :meth:`predict`; it decodes nothing and touches no cache. ``prediction.features`` holds the
+        frame features (give them to :meth:`remember` to cache them).
+
+        Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
+        """
+        try:
+            return self._answer_prepared(prepared, question, options)
+        except torch.OutOfMemoryError as error:
+            return self._out_of_memory(error).answer_prepared(prepared, question, options)
+
+    def _answer_prepared(self, prepared: PreparedVideo, question: str, options: list[str] | None) -> Prediction:
         started = time.perf_counter()
-        question, options = check_question(question, options, self.task)
-        features, times, thumbs, summary, timings = self.video_features(video, num_frames)
-        duration = summary.duration_s if summary is not None else float(times[-1]) if len(times) else 0.0
-        result = self.predict_features(features, question, options, duration_s=duration, frame_times_s=times)
+        features = self.encode_prepared(prepared)
+        encoded = time.perf_counter()
+        result = self._predict_features(
+            features,
+            question,
+            options,
+            duration_s=prepared.duration_s,
+            frame_times_s=prepared.timestamps_s,
+            top_k=5,
+        )
         timings = replace(
-            timings,
+            prepared.timings,
+            image_encoder=0.0 if prepared.frames is None else encoded - started,
             text_encoder=result.timings.text_encoder,
             model=result.timings.model,
-            total=time.perf_counter() - started,
+            total=prepared.timings.total + time.perf_counter() - started,
         )
-        return replace(result, timings=timings, video=summary, thumbnails=thumbs)
+        return replace(
+            result, timings=timings, video=prepared.summary, thumbnails=prepared.thumbnails, features=features
+        )
 
     def predict_features(
         self,
@@ -328,6 +496,10 @@ class Predictor:
         top_k: int = 5,
     ) -> Prediction:
         """Answer from precomputed frame features ``[T, F]`` of a video lasting ``duration_s`` seconds.
+
+        A clip model (S3D) reads exactly the checkpoint's row count: more rows are subsampled
+        (rows ``floor(j * T / rows)``), fewer get zero rows appended as padding (which a
+        reference-compat model does not mask, as the reference did not). Maps cover the real rows.
 
         Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
         """
@@ -352,15 +524,27 @@ class Predictor:
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
             raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
-        num_frames = features.shape[0]
+        frame_padding = None
+        if self.info.sampling.is_clips:
+            fitted = sample_features(features, self.info.num_frames)
+            rows = fitted.positions[~fitted.padding].numpy()  # source row of each real row
+            if frame_times_s is None:
+                frame_times_s = (rows + 0.5) * self.info.sampling.clips().clip_seconds
+            else:
+                frame_times_s = np.asarray(frame_times_s, dtype=np.float64)[rows]
+            features, frame_padding = fitted.features, fitted.padding[None].to(self.device)
+        num_frames = features.shape[0] if frame_padding is None else int((~frame_padding).sum())
         if frame_times_s is None:
             frame_times_s = (np.arange(num_frames) + 0.5) / num_frames * duration_s
         t0 = time.perf_counter()
         sequences = question_sequences(question, options)
-        text_hidden, text_padding = self.text.encode([sequences])
+        try:  # one question per padded batch: what a reference-compatible model's answer depends on
+            text_hidden, text_padding = self.text.encode([sequences])
+        except TextTooLongError as error:
+            raise InputError(str(error)) from error
         t1 = time.perf_counter()
         out = self.model(
-            features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device)
+            features[None].to(self.device), frame_padding, text_hidden.to(self.device), text_padding.to(self.device)
         )
         t2 = time.perf_counter()
         probs = out.focus.answer_logits[0].float().softmax(-1).cpu()
@@ -379,13 +563,21 @@ class Predictor:
         tokens = self._tokens(sequences[row], int((~text_padding[0, row]).sum()))
         valid = ~text_padding[0, row]
         order = out.sort_order[0].cpu()
+        padding_rows = features.shape[0] - num_frames
+        glance_and_answer = [*out.glance.prompt_to_frame[0], out.focus.answer_to_frames[row]]
+        keys = None
+        if self.model.config.compat_event_memory_slice:
+            keys = self._last_positions(features.shape[0], tokens, text_padding.shape[-1])
         attention = AttentionMaps(
             frame_times_s=np.asarray(frame_times_s, dtype=np.float64),
-            prompt_to_frame=out.glance.prompt_to_frame[0][order].float().cpu().numpy(),
+            prompt_to_frame=out.glance.prompt_to_frame[0][order][:, :num_frames].float().cpu().numpy(),
             question_tokens=tokens,
             question_to_memory=out.focus.question_to_memory[row][valid].float().cpu().numpy(),
             events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),
             answer_to_frames=out.focus.answer_to_frames[row][:num_frames].float().cpu().numpy(),
+            padding_rows=padding_rows,
+            padding_share=_mean_share(glance_and_answer, num_frames, features.shape[0]) if padding_rows else 0.0,
+            question_memory_keys=keys,
         )
         timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0)
         return Prediction(answer, answer_index, shown, shown_probs, events, attention, timings)
@@ -413,6 +605,111 @@ class Predictor:
                 )
             )
         return events
+
+    # ------------------------------------------------------------------ evidence
+    def evidence(
+        self,
+        video: str | Path,
+        question: str,
+        options: list[str] | None = None,
+        hide: tuple[float, float] | None = None,
+        num_frames: int | None = None,
+    ) -> Evidence:
+        """How much the answer rests on each memory prompt (leave-one-out, :mod:`glance_focus.evidence`)
+        and, with ``hide=(start_s, end_s)``, on that stretch of the video. Features come from the cache
+        when the video was seen before (in the three steps of :meth:`predict`).
+        """
+        question, options = self.check_question(question, options)
+        prepared = self.prepare(video, num_frames)
+        evidence, features = self.evidence_prepared(prepared, question, options, hide)
+        self.remember(prepared, features)
+        return evidence
+
+    def evidence_prepared(
+        self,
+        prepared: PreparedVideo,
+        question: str,
+        options: list[str] | None = None,
+        hide: tuple[float, float] | None = None,
+    ) -> tuple[Evidence, torch.Tensor]:
+        """The accelerator's part of :meth:`evidence` (as :meth:`answer_prepared`): the evidence and
+        the frame features ``[T, F]`` (give them to :meth:`remember`). Runs on the CPU copy when the
+        accelerator runs out of memory."""
+        try:
+            features = self.encode_prepared(prepared)
+            evidence = self.evidence_features(
+                features,
+                question,
+                options,
+                duration_s=prepared.duration_s,
+                frame_times_s=prepared.timestamps_s,
+                hide=hide,
+            )
+            return evidence, features
+        except torch.OutOfMemoryError as error:
+            return self._out_of_memory(error).evidence_prepared(prepared, question, options, hide)
+
+    @torch.no_grad()
+    def evidence_features(
+        self,
+        features: torch.Tensor,
+        question: str,
+        options: list[str] | None = None,
+        *,
+        duration_s: float,
+        frame_times_s: np.ndarray | None = None,
+        hide: tuple[float, float] | None = None,
+        top_k: int = 5,
+    ) -> Evidence:
+        """:meth:`evidence` from precomputed frame features ``[T, F]`` (as :meth:`predict_features`)."""
+        question, options = check_question(question, options, self.task)
+        features = torch.as_tensor(features, dtype=torch.float32)
+        if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
+            raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
+        if frame_times_s is None:
+            frame_times_s = (np.arange(features.shape[0]) + 0.5) / features.shape[0] * duration_s
+        hidden = None
+        if hide is not None:
+            try:
+                hidden = hidden_frame_mask(frame_times_s, *hide, duration_s=duration_s)
+            except (HiddenRangeError, TypeError) as error:
+                message = (
+                    str(error)
+                    if isinstance(error, HiddenRangeError)
+                    else "Give the time range to hide as (start, end)."
+                )
+                raise InputError(message) from None
+        text_hidden, text_padding = self.text.encode([question_sequences(question, options)])
+        inputs = (features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device))
+        result = leave_one_out(self.model, *inputs)
+        probabilities, without = result.probabilities[0].cpu(), result.without[0].cpu()
+        if options:
+            names: list[str] = list(options)
+            shown = list(range(len(options)))
+        else:
+            vocab = self.info.answer_vocab or ()
+            names = [vocab[i] if i < len(vocab) else str(i) for i in range(len(probabilities))]
+            shown = probabilities.topk(min(top_k, len(probabilities))).indices.tolist()
+        answer_index = int(probabilities.argmax())
+        events = self._events(result.glance.event_logits[0], result.glance.spans[0], result.sort_order[0], duration_s)
+        evidence = build_evidence(probabilities, without, answer_index, names, shown, events)
+        if hidden is None:
+            return evidence
+        out = self.model(*inputs, hidden_frames=hidden[None].to(self.device))
+        hidden_probabilities = out.focus.answer_logits[0].float().softmax(-1).cpu()
+        start_s, end_s = (float(t) for t in hide)
+        effect = hidden_range_evidence(
+            probabilities, hidden_probabilities, answer_index, names, shown, start_s, end_s, int(hidden.sum())
+        )
+        return replace(evidence, hidden=effect)
+
+    def _last_positions(self, num_rows: int, tokens: list[str], text_length: int) -> list[str]:
+        """Labels of the positions the reference's "event memory" takes from the end of the focus encoder's
+        ``[frames; prompts; text]`` sequence: text tokens, padding (``<pad>``), else prompts or frames."""
+        config = self.model.config
+        labels = [f"frame {t + 1}" for t in range(num_rows)] + [f"P{q + 1}" for q in range(config.num_memory_prompts)]
+        labels += tokens + ["<pad>"] * (text_length - len(tokens))
+        return labels[-config.compat_event_memory_size :]
 
     def _tokens(self, text: str, length: int) -> list[str]:
         tokenizer = self.text.encoder.tokenizer

@@ -16,7 +16,13 @@ log also names the reason a container could not be opened.
 
 Uniform sampling takes ``N`` frames at the centres of ``N`` equal segments of the frame
 range, frame ``floor((j + 0.5) * T / N)`` for ``j = 0 .. N-1`` (see :func:`uniform_indices`);
-sampling at a rate is the same with ``N = round(duration_s * fps)``.
+sampling at a rate is the same with ``N = round(duration_s * fps)``. With a time window the
+frame range is the frames that start inside the window, chosen by their timestamps and decoded
+by index, so a window's first frame is exact (not the keyframe before it, as with a stream copy).
+
+Clip sampling (:func:`sample_clips`, for clip encoders such as S3D) instead resamples the video
+(or a window of it) to a fixed rate the way FFmpeg's ``fps`` filter does, and cuts it into
+non-overlapping clips.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import resource
 import select
 import shutil
@@ -83,7 +88,7 @@ class VideoFileTooLargeError(VideoError):
 
 
 class NotAVideoError(VideoError):
-    """No container decord can read: not a regular file, renamed non-video bytes, …"""
+    """No container the decoder can read: not a regular file, renamed non-video bytes, …"""
 
 
 class NoVideoStreamError(VideoError):
@@ -96,6 +101,10 @@ class NoFramesError(VideoError):
 
 class VideoTooLongError(VideoError):
     """Duration above ``VideoLimits.max_duration_s``."""
+
+
+class VideoTooShortError(VideoError):
+    """Shorter than one clip of a clip-based encoder (:func:`sample_clips`)."""
 
 
 class VideoResolutionTooLargeError(VideoError):
@@ -129,6 +138,7 @@ _ERRORS_BY_NAME: dict[str, type[VideoError]] = {
         NoVideoStreamError,
         NoFramesError,
         VideoTooLongError,
+        VideoTooShortError,
         VideoResolutionTooLargeError,
         CorruptVideoError,
         DecodeMemoryError,
@@ -213,6 +223,46 @@ class SampledFrames:
     info: VideoInfo
 
 
+@dataclass(frozen=True)
+class ClipSampling:
+    """How a clip encoder's input is cut from a video (the S3D VideoQA recipe by default).
+
+    The video is resampled to ``fps`` (each output frame ``k`` at ``k / fps`` s shows the last
+    video frame starting before ``(k + 0.5) / fps``, as FFmpeg's ``fps`` filter with rounding to
+    the nearest does), resized so its short side is ``short_side`` (long side
+    ``int(long * short_side / short)``, truncated) and centre-cropped to ``crop × crop``; then cut
+    into non-overlapping clips of ``clip_frames`` frames, an incomplete last clip dropped. Clip
+    ``i`` covers ``[i, i + 1) × clip_frames / fps`` seconds.
+
+    Attributes:
+        fps: output frame rate, frames per second.
+        clip_frames: frames per clip.
+        short_side: short side after resizing, pixels.
+        crop: side of the centred square crop, pixels (at most ``short_side``).
+        max_clips: when the video has more clips, keep clips ``floor(j * n / max_clips)`` for
+            ``j = 0 .. max_clips - 1`` (the STAR loader's row rule); None keeps all.
+    """
+
+    fps: float = 16.0
+    clip_frames: int = 16
+    short_side: int = 224
+    crop: int = 224
+    max_clips: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps!r}")
+        if self.clip_frames < 1 or self.short_side < 1 or not 1 <= self.crop <= self.short_side:
+            raise ValueError(f"invalid clip geometry: {self}")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ValueError(f"max_clips must be positive or None, got {self.max_clips}")
+
+    @property
+    def clip_seconds(self) -> float:
+        """Length of one clip, seconds."""
+        return self.clip_frames / self.fps
+
+
 # ----------------------------------------------------------------------------------------------
 # Public functions.
 
@@ -258,10 +308,11 @@ def sample_frames(
     limits: VideoLimits = DEFAULT_LIMITS,
     size: int | None = None,
     *,
+    window_s: tuple[float, float] | None = None,
     in_process: bool = False,
     pool: VideoWorkerPool | None = None,
 ) -> SampledFrames:
-    """Probe a video, then decode frames sampled uniformly over its whole length.
+    """Probe a video, then decode frames sampled uniformly over its whole length or a window.
 
     Args:
         path: the video file; its extension is ignored (the container is recognised by content).
@@ -272,16 +323,94 @@ def sample_frames(
         limits: bounds checked before decoding; see :class:`VideoLimits`.
         size: resize so the short side is ``size`` pixels (aspect kept) during decoding, which
             bounds memory; None keeps the original size.
+        window_s: sample only the frames starting in ``[start, end)`` seconds from the first
+            frame (a clip of the video; ``fps`` then counts the window's length); None: all.
         in_process: decode in this process (trusted batch jobs) instead of a worker.
         pool: the workers to use; default :func:`default_pool`.
 
     Exactly one of ``num_frames`` and ``fps`` must be given (ValueError otherwise).
-    Raises a :class:`VideoError` subclass for a video that fails a check or does not decode.
+    Raises a :class:`VideoError` subclass for a video that fails a check or does not decode,
+    or whose window holds no frame.
     """
-    _check_arguments(num_frames, fps, size, limits)
+    _check_arguments(num_frames, fps, size, limits, window_s)
     if in_process:
-        return _sample_local(os.fspath(path), num_frames, fps, limits, size, _allocate_in_memory, _no_log)
-    return (pool or default_pool()).sample(path, num_frames, fps, limits, size)
+        return _sample_local(os.fspath(path), num_frames, fps, limits, size, _allocate_in_memory, _no_log, window_s)
+    return (pool or default_pool()).sample(path, num_frames, fps, limits, size, window_s=window_s)
+
+
+def sample_clips(
+    path: str | os.PathLike[str],
+    clips: ClipSampling,
+    limits: VideoLimits = DEFAULT_LIMITS,
+    *,
+    window_s: tuple[float, float] | None = None,
+    in_process: bool = False,
+    pool: VideoWorkerPool | None = None,
+) -> SampledFrames:
+    """Probe a video, then decode it (or the window of frames starting in ``window_s = (start, end)``
+    seconds, as if cut out first) as clips (see :class:`ClipSampling`).
+
+    Returns ``frames [n * clip_frames, crop, crop, 3]`` uint8, clip after clip;
+    ``timestamps_s`` is each output frame's time in the video (``k / fps`` after the first frame
+    of the window, or of the video) and ``indices`` the video frame it
+    shows (non-decreasing; repeated when the video's rate is below ``fps``). ``limits`` bounds
+    the file, duration, resolution and the memory of the returned frames
+    (``max_frames_to_sample`` does not apply: ``max_clips`` bounds the count). Raises
+    :class:`VideoTooShortError` for a video shorter than one clip, and the other
+    :class:`VideoError` subclasses as :func:`sample_frames` does.
+    """
+    _check_window(window_s)
+    if in_process:
+        return _sample_clips_local(os.fspath(path), clips, limits, _allocate_in_memory, _no_log, window_s)
+    return (pool or default_pool()).sample_clips(path, clips, limits, window_s=window_s)
+
+
+def clip_frame_plan(
+    frame_starts_s: np.ndarray, duration_s: float, clips: ClipSampling
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which video frames :func:`sample_clips` decodes.
+
+    Args:
+        frame_starts_s: ``[T]`` each video frame's start time, seconds from the first (non-decreasing).
+        duration_s: the video's duration, seconds.
+        clips: the sampling.
+
+    Returns:
+        ``(indices [M], times_s [M], num_clips)``: the video frame shown by each output frame, its
+        time ``k / fps``, and how many whole clips the video has (``M = min(n, max_clips) *
+        clip_frames``).
+
+    >>> idx, t, n = clip_frame_plan(np.arange(50) / 25.0, 2.0, ClipSampling(fps=4, clip_frames=4))
+    >>> n, idx.tolist()
+    (2, [3, 9, 15, 21, 28, 34, 40, 46])
+    """
+    total = math.floor(duration_s * clips.fps + 0.5)  # output frames of the fps filter
+    num_clips = total // clips.clip_frames
+    chosen = np.arange(num_clips, dtype=np.int64)
+    if clips.max_clips is not None and num_clips > clips.max_clips:
+        chosen = np.arange(clips.max_clips, dtype=np.int64) * num_clips // clips.max_clips
+    k = (chosen[:, None] * clips.clip_frames + np.arange(clips.clip_frames)).reshape(-1)  # [M]
+    # Output frame k takes the last input frame whose time rounds to a slot <= k.
+    indices = np.searchsorted(frame_starts_s, (k + 0.5) / clips.fps, side="left") - 1
+    indices = np.clip(indices, 0, len(frame_starts_s) - 1).astype(np.int64)
+    return indices, k / clips.fps, num_clips
+
+
+def clip_resize_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """``(height, width)`` with the short side ``short_side`` and the long side
+    ``int(long * short_side / short)`` (truncated, as the S3D VideoQA extraction computes it).
+
+    >>> clip_resize_size(720, 1280, 224)
+    (224, 398)
+    """
+    if height >= width:
+        return int(height * short_side / width), short_side
+    return short_side, int(width * short_side / height)
+
+
+def center_crop_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
+    """``(top, left)`` of the centred ``crop × crop`` window: ``int((size - crop) / 2)`` per axis."""
+    return int((height - crop) / 2), int((width - crop) / 2)
 
 
 def video_content_hash(path: str | os.PathLike[str], chunk_bytes: int = 1024**2) -> str:
@@ -296,16 +425,36 @@ def video_content_hash(path: str | os.PathLike[str], chunk_bytes: int = 1024**2)
 
 _default_pool: VideoWorkerPool | None = None
 _default_pool_lock = threading.Lock()
+_parent_pools: list[VideoWorkerPool] = []
+"""Pools a forked child inherited: kept (never used, never shut down) so that the parent's workers
+and scratch folder stay the parent's."""
 
 
 def default_pool() -> VideoWorkerPool:
     """The process-wide pool used when no ``pool`` is given; created (and its first worker
-    started) on first use — call it at app start-up to take that cost off the first request."""
+    started) on first use — call it at app start-up to take that cost off the first request.
+
+    A forked child (e.g. a ZeroGPU worker) never uses its parent's pool: the workers' pipes and
+    the condition guarding them belong to the parent. It gets its own pool on first use.
+    """
     global _default_pool
     with _default_pool_lock:
         if _default_pool is None:
             _default_pool = VideoWorkerPool()
         return _default_pool
+
+
+def _forget_parent_pool() -> None:
+    """In a forked child: a fresh lock (another thread may have held the parent's at the fork) and no pool."""
+    global _default_pool, _default_pool_lock
+    _default_pool_lock = threading.Lock()
+    if _default_pool is not None:
+        _default_pool._finalizer.detach()  # collecting it here must not stop the parent's workers
+        _parent_pools.append(_default_pool)
+        _default_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_parent_pool)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,22 +499,47 @@ class VideoWorkerPool:
         fps: float | None = None,
         limits: VideoLimits = DEFAULT_LIMITS,
         size: int | None = None,
+        *,
+        window_s: tuple[float, float] | None = None,
     ) -> SampledFrames:
         """:func:`sample_frames` in a worker."""
-        _check_arguments(num_frames, fps, size, limits)
+        _check_arguments(num_frames, fps, size, limits, window_s)
         # The cheap file checks run here too, so that no FIFO, directory or missing path
         # ever reaches a worker.
         path = _check_file(os.path.abspath(path), limits)[0]
-        out = os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy")
         request = {
             "op": "sample",
             "path": path,
             "num_frames": num_frames,
             "fps": fps,
             "size": size,
-            "limits": dataclasses.asdict(limits),
-            "out": out,
+            "window_s": None if window_s is None else list(window_s),
         }
+        return self._frames(request, path, limits)
+
+    def sample_clips(
+        self,
+        path: str | os.PathLike[str],
+        clips: ClipSampling,
+        limits: VideoLimits = DEFAULT_LIMITS,
+        *,
+        window_s: tuple[float, float] | None = None,
+    ) -> SampledFrames:
+        """:func:`sample_clips` in a worker."""
+        _check_window(window_s)
+        path = _check_file(os.path.abspath(path), limits)[0]
+        request = {
+            "op": "clips",
+            "path": path,
+            "clips": dataclasses.asdict(clips),
+            "window_s": None if window_s is None else list(window_s),
+        }
+        return self._frames(request, path, limits)
+
+    def _frames(self, request: dict[str, Any], path: str, limits: VideoLimits) -> SampledFrames:
+        """Run a frame-returning ``request`` in a worker; the frames come back through a ``.npy`` file."""
+        out = os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy")
+        request = {**request, "limits": dataclasses.asdict(limits), "out": out}
         try:
             reply = self._call(request, path, limits)
             frames = np.load(out)
@@ -645,7 +819,11 @@ def _worker_main() -> None:
             reply = {"ok": False, "error": "DecodeMemoryError", "message": _memory_message(request["path"])}
         except Exception as exc:
             name = os.path.basename(request["path"])
-            message = f"Unexpected error while reading '{name}' ({type(exc).__name__}: {str(exc)[:200]})."
+            print(f"unexpected error while reading {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            message = (
+                f"'{name}' could not be read as a video (an unexpected decoding error). "
+                "Try converting it to MP4 (H.264), or another video."
+            )
             reply = {"ok": False, "error": "VideoError", "message": message}
         finally:
             signal.alarm(0)
@@ -679,9 +857,22 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
     def allocate(shape: tuple[int, ...]) -> np.ndarray:
         return _create_npy(request["out"], shape, request["path"])
 
-    sampled = _sample_local(
-        request["path"], request["num_frames"], request["fps"], limits, request["size"], allocate, _worker_log
-    )
+    window = request.get("window_s")
+    window_s = None if window is None else (float(window[0]), float(window[1]))
+    if request["op"] == "clips":
+        clips = ClipSampling(**request["clips"])
+        sampled = _sample_clips_local(request["path"], clips, limits, allocate, _worker_log, window_s)
+    else:
+        sampled = _sample_local(
+            request["path"],
+            request["num_frames"],
+            request["fps"],
+            limits,
+            request["size"],
+            allocate,
+            _worker_log,
+            window_s,
+        )
     sampled.frames.flush()
     return {
         "info": dataclasses.asdict(sampled.info),
@@ -719,7 +910,13 @@ def _allocate_in_memory(shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=np.uint8)
 
 
-def _check_arguments(num_frames: int | None, fps: float | None, size: int | None, limits: VideoLimits) -> None:
+def _check_arguments(
+    num_frames: int | None,
+    fps: float | None,
+    size: int | None,
+    limits: VideoLimits,
+    window_s: tuple[float, float] | None = None,
+) -> None:
     if (num_frames is None) == (fps is None):
         raise ValueError("give exactly one of num_frames and fps")
     if num_frames is not None and not 1 <= num_frames <= limits.max_frames_to_sample:
@@ -728,6 +925,27 @@ def _check_arguments(num_frames: int | None, fps: float | None, size: int | None
         raise ValueError(f"fps must be a positive number, got {fps}")
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
+    _check_window(window_s)
+
+
+def _check_window(window_s: tuple[float, float] | None) -> None:
+    if window_s is not None and not (
+        len(window_s) == 2 and all(math.isfinite(t) for t in window_s) and 0 <= window_s[0] < window_s[1]
+    ):
+        raise ValueError(f"window_s must be (start, end) seconds with 0 <= start < end, got {window_s!r}")
+
+
+def _window_frames(
+    starts: np.ndarray, info: VideoInfo, window_s: tuple[float, float], name: str
+) -> tuple[int, int, float]:
+    """``(first frame, frame count, length in seconds)`` of the frames starting in ``window_s``."""
+    inside = np.flatnonzero((starts >= window_s[0]) & (starts < window_s[1]))
+    if inside.size == 0:
+        raise NoFramesError(
+            f"'{name}' has no frame between {window_s[0]:.2f} s and {window_s[1]:.2f} s "
+            f"(the video lasts {info.duration_s:.2f} s)."
+        )
+    return int(inside[0]), int(inside.size), min(window_s[1], info.duration_s) - window_s[0]
 
 
 def _regular_file(path: str) -> tuple[str, int]:
@@ -753,6 +971,11 @@ def _check_file(path: str, limits: VideoLimits) -> tuple[str, int]:
         raise VideoFileTooLargeError(
             f"The file '{name}' is {size / _MB:.1f} MB; the limit is {limits.max_file_bytes / _MB:.1f} MB."
         )
+    if _is_text(path):
+        # FFmpeg would render a text file as a video of its characters (its "tty" format).
+        raise NotAVideoError(
+            f"The file '{name}' is not a video: it holds text. Upload a video file, e.g. MP4 (H.264) or WebM."
+        )
     overrun = _mp4_box_past_end(path, size)
     if overrun:
         # Decoders would silently return the frames before the cut (or fail to find the index).
@@ -761,6 +984,23 @@ def _check_file(path: str, limits: VideoLimits) -> tuple[str, int]:
             "e.g. an incomplete upload or recording."
         )
     return path, size
+
+
+_TEXT_PROBE_BYTES = 4096
+_TEXT_CONTROLS = frozenset(b"\t\n\r\x0c\x1b")
+
+
+def _is_text(path: str) -> bool:
+    """Whether the file starts with text: UTF-8 with no control bytes but tab, newlines, form feed
+    and escape. Every video container starts with binary fields (sizes, sync bytes, zeros)."""
+    with open(path, "rb") as file:
+        head = file.read(_TEXT_PROBE_BYTES)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the probe
+            return False
+    return all(byte >= 0x20 or byte in _TEXT_CONTROLS for byte in head) and 0x7F not in head
 
 
 _MP4_TOP_LEVEL_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
@@ -791,12 +1031,6 @@ def _mp4_box_past_end(path: str, file_bytes: int) -> str | None:
                 return None  # not a box structure; the decoder will judge
             offset += box_bytes
     return box_type.decode("latin-1") if offset > file_bytes else None
-
-
-def _decord_reason(message: str) -> str:
-    """decord's error text without its ``[time] file.cc:line:`` prefixes."""
-    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", message).strip()
-    return text.splitlines()[-1][:200] if text else "unknown error"
 
 
 def _open_reader(path: str, ffmpeg_log: Callable[[], str], width: int = -1, height: int = -1) -> Any:
@@ -830,8 +1064,11 @@ def _open_reader(path: str, ffmpeg_log: Callable[[], str], width: int = -1, heig
         elif message.startswith("Error reading"):  # decord's generic text; FFmpeg's went to stderr
             reason = "unrecognised or damaged container"
         else:
-            reason = _decord_reason(message)
-        raise NotAVideoError(f"The file '{name}' is not a video decord can read ({reason}).") from exc
+            reason = "unrecognised or damaged container"
+        raise NotAVideoError(
+            f"The file '{name}' is not a video this server can read ({reason}). "
+            "Upload a video file, e.g. MP4 (H.264) or WebM."
+        ) from exc
     return reader
 
 
@@ -878,7 +1115,8 @@ def _probe_reader(reader: Any, path: str, file_bytes: int, limits: VideoLimits) 
         raise DecodeMemoryError(_memory_message(path)) from None
     except Exception as exc:
         raise CorruptVideoError(
-            f"The first frame of '{name}' cannot be decoded ({_decord_reason(str(exc))}); the file is corrupt."
+            f"The first frame of '{name}' cannot be decoded: the file is corrupt or uses a codec this server "
+            "cannot decode. Try converting it to MP4 (H.264)."
         ) from exc
     if width * height > limits.max_pixels:
         raise VideoResolutionTooLargeError(
@@ -895,7 +1133,93 @@ def _format_duration(seconds: float) -> str:
 
 def _probe_local(path: str, limits: VideoLimits, ffmpeg_log: Callable[[], str]) -> VideoInfo:
     path, file_bytes = _check_file(path, limits)
-    return _probe_reader(_open_reader(path, ffmpeg_log), path, file_bytes, limits)[0]
+    try:
+        return _probe_reader(_open_reader(path, ffmpeg_log), path, file_bytes, limits)[0]
+    except CorruptVideoError as error:
+        return _read_in_order(path, file_bytes, limits, error)[0]
+
+
+def _read_in_order(
+    path: str,
+    file_bytes: int,
+    limits: VideoLimits,
+    error: CorruptVideoError,
+    count_for: Callable[[VideoInfo], int] | None = None,
+    size: int | None = None,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+) -> tuple[VideoInfo, SampledFrames | None]:
+    """For a container the seeking reader fails on although FFmpeg reads it front to back (e.g.
+    MPEG-TS: no index to seek with): count the frames from the packets, then decode in order and
+    keep ``count_for(info)`` uniformly spaced ones (with ``allocate``; else probe only).
+
+    Raises ``error`` (what the seeking reader found) when this way fails too.
+    """
+    import av
+
+    # Importing PyAV routes FFmpeg's log into Python, away from the worker's log file, where the
+    # seeking reader's diagnoses (e.g. "moov atom not found") are read for later requests.
+    av.logging.restore_default_callback()
+    name = os.path.basename(path)
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            times = sorted(
+                float(packet.pts * packet.time_base)
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size
+            )
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rate = float(stream.average_rate or 0) or (len(times) / max(times[-1] - times[0], 1e-3))
+    except (av.FFmpegError, IndexError, ZeroDivisionError, OverflowError, ValueError):
+        raise error from None
+    if not times or width <= 0 or height <= 0:
+        raise error
+    starts = np.asarray(times, dtype=np.float64) - times[0]  # [T]
+    duration_s = float(starts[-1] + 1.0 / rate)
+    if duration_s > limits.max_duration_s:
+        raise VideoTooLongError(
+            f"'{name}' is {_format_duration(duration_s)} long; the limit is {_format_duration(limits.max_duration_s)}."
+        )
+    if width * height > limits.max_pixels:
+        raise VideoResolutionTooLargeError(
+            f"'{name}' is {width}x{height} pixels; the limit is {limits.max_pixels / 1e6:.1f} megapixels "
+            "(4K UHD is 8.3)."
+        )
+    info = VideoInfo(path, file_bytes, len(starts), rate, duration_s, int(width), int(height))
+    if allocate is None or count_for is None:
+        return info, None
+    count = count_for(info)
+    indices = uniform_indices(info.num_frames, count)
+    out_height, out_width = _output_size(height, width, size)
+    _check_decode_memory(name, count, out_height, out_width, limits)
+    frames = allocate((count, out_height, out_width, 3))  # [N, H, W, 3]
+    wanted = {int(index): row for row, index in enumerate(indices)}
+    found = 0
+    try:
+        with av.open(path) as container:
+            for number, frame in enumerate(container.decode(container.streams.video[0])):
+                row = wanted.get(number)
+                if row is not None:
+                    frames[row] = frame.to_ndarray(format="rgb24", width=out_width, height=out_height)
+                    found += 1
+                if found == count:
+                    break
+    except av.FFmpegError:
+        raise error from None
+    if found == 0:
+        raise error
+    if found < count:  # fewer frames decoded than packets counted: repeat the last one found
+        frames[found:] = frames[found - 1]
+    return info, SampledFrames(frames=frames, timestamps_s=starts[indices], indices=indices, info=info)
+
+
+def _check_decode_memory(name: str, count: int, height: int, width: int, limits: VideoLimits) -> None:
+    frame_bytes = height * width * 3
+    if count * frame_bytes > limits.max_decode_memory_bytes:
+        raise DecodeMemoryError(
+            f"{count} frames of {width}x{height} from '{name}' need {count * frame_bytes / _MB:.0f} MB; "
+            f"the limit is {limits.max_decode_memory_bytes / _MB:.0f} MB. Sample fewer frames or a smaller size."
+        )
 
 
 def _output_size(height: int, width: int, size: int | None) -> tuple[int, int]:
@@ -915,22 +1239,34 @@ def _sample_local(
     size: int | None,
     allocate: Callable[[tuple[int, ...]], np.ndarray],
     ffmpeg_log: Callable[[], str],
+    window_s: tuple[float, float] | None = None,
 ) -> SampledFrames:
     path, file_bytes = _check_file(path, limits)
     name = os.path.basename(path)
-    reader = _open_reader(path, ffmpeg_log)
-    info, starts = _probe_reader(reader, path, file_bytes, limits)
 
-    wanted = num_frames if num_frames is not None else max(1, round(info.duration_s * fps))
-    count = min(wanted, limits.max_frames_to_sample, info.num_frames)
-    indices = uniform_indices(info.num_frames, count)
+    def count_for(info: VideoInfo) -> int:
+        wanted = num_frames if num_frames is not None else max(1, round(info.duration_s * fps))
+        return min(wanted, limits.max_frames_to_sample, info.num_frames)
+
+    try:
+        reader = _open_reader(path, ffmpeg_log)
+        info, starts = _probe_reader(reader, path, file_bytes, limits)
+    except CorruptVideoError as error:
+        if window_s is not None:  # reading front to back cannot start at a time
+            raise
+        sampled = _read_in_order(path, file_bytes, limits, error, count_for, size, allocate)[1]
+        assert sampled is not None
+        return sampled
+
+    first, available, span_s = 0, info.num_frames, info.duration_s
+    if window_s is not None:
+        first, available, span_s = _window_frames(starts, info, window_s, name)
+    wanted = num_frames if num_frames is not None else max(1, round(span_s * fps))
+    count = min(wanted, limits.max_frames_to_sample, available)
+    indices = first + uniform_indices(available, count)
     out_height, out_width = _output_size(info.height, info.width, size)
     frame_bytes = out_height * out_width * 3
-    if count * frame_bytes > limits.max_decode_memory_bytes:
-        raise DecodeMemoryError(
-            f"{count} frames of {out_width}x{out_height} from '{name}' need {count * frame_bytes / _MB:.0f} MB; "
-            f"the limit is {limits.max_decode_memory_bytes / _MB:.0f} MB. Sample fewer frames or a smaller size."
-        )
+    _check_decode_memory(name, count, out_height, out_width, limits)
     if (out_height, out_width) != (info.height, info.width):
         reader = _open_reader(path, ffmpeg_log, width=out_width, height=out_height)
 
@@ -948,6 +1284,64 @@ def _sample_local(
                 f"{info.num_frames}); the file is truncated or corrupt."
             ) from exc
         if batch.shape != (len(batch_indices), out_height, out_width, 3):
-            raise CorruptVideoError(f"Decoding '{name}' returned frames of an unexpected shape {batch.shape}.")
+            raise CorruptVideoError(
+                f"Decoding '{name}' returned frames of an unexpected size; the file may be damaged. "
+                "Try converting it to MP4 (H.264)."
+            )
         frames[start : start + len(batch_indices)] = batch
     return SampledFrames(frames=frames, timestamps_s=starts[indices], indices=indices, info=info)
+
+
+def _sample_clips_local(
+    path: str,
+    clips: ClipSampling,
+    limits: VideoLimits,
+    allocate: Callable[[tuple[int, ...]], np.ndarray],
+    ffmpeg_log: Callable[[], str],
+    window_s: tuple[float, float] | None = None,
+) -> SampledFrames:
+    path, file_bytes = _check_file(path, limits)
+    name = os.path.basename(path)
+    reader = _open_reader(path, ffmpeg_log)
+    info, starts = _probe_reader(reader, path, file_bytes, limits)
+    first, available, span_s = 0, info.num_frames, info.duration_s
+    if window_s is not None:
+        first, available, span_s = _window_frames(starts, info, window_s, name)
+    origin = float(starts[first])
+    indices, times, num_clips = clip_frame_plan(starts[first : first + available] - origin, span_s, clips)
+    indices, times = indices + first, times + origin
+    if num_clips == 0:
+        raise VideoTooShortError(
+            f"'{name}' is {span_s:.2f} s long{' in that window' if window_s else ''}; this model reads the video "
+            f"in clips of {clips.clip_seconds:g} s, so it needs at least {clips.clip_seconds:g} s."
+        )
+    frame_bytes = clips.crop * clips.crop * 3
+    if len(indices) * frame_bytes > limits.max_decode_memory_bytes:
+        raise DecodeMemoryError(
+            f"{num_clips} clips of '{name}' need {len(indices) * frame_bytes / _MB:.0f} MB; the limit is "
+            f"{limits.max_decode_memory_bytes / _MB:.0f} MB. Use a shorter video."
+        )
+    out_height, out_width = clip_resize_size(info.height, info.width, clips.short_side)
+    top, left = center_crop_offsets(out_height, out_width, clips.crop)
+    reader = _open_reader(path, ffmpeg_log, width=out_width, height=out_height)
+
+    frames = allocate((len(indices), clips.crop, clips.crop, 3))  # [M, crop, crop, 3]
+    unique, inverse = np.unique(indices, return_inverse=True)  # both sorted: indices never decrease
+    per_batch = max(1, _DECODE_CHUNK_BYTES // (out_height * out_width * 3))
+    for start in range(0, len(unique), per_batch):
+        batch_indices = unique[start : start + per_batch]
+        try:
+            batch = reader.get_batch(batch_indices).asnumpy()  # [b, H', W', 3]
+        except MemoryError:
+            raise DecodeMemoryError(_memory_message(path)) from None
+        except Exception as exc:
+            raise CorruptVideoError(
+                f"Decoding '{name}' failed part way through (near frame {batch_indices[0]} of "
+                f"{info.num_frames}); the file is truncated or corrupt."
+            ) from exc
+        if batch.shape != (len(batch_indices), out_height, out_width, 3):
+            raise CorruptVideoError(f"Decoding '{name}' returned frames of an unexpected shape {batch.shape}.")
+        cropped = batch[:, top : top + clips.crop, left : left + clips.crop]
+        first, stop = np.searchsorted(inverse, [start, start + len(batch_indices)])
+        frames[first:stop] = cropped[inverse[first:stop] - start]
+    return SampledFrames(frames=frames, timestamps_s=times, indices=indices, info=info)

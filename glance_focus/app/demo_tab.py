@@ -1,6 +1,7 @@
 """The "Ask a question" tab: video, question, options, model and frames in; the answer, the event
-timeline, the memory-prompt attention and the timings out; cached examples under the inputs; and,
-when the server offers several models, a compare mode (:mod:`~glance_focus.app.compare`)."""
+timeline, the evidence (what the answer rests on, and a time range to hide), the memory-prompt
+attention and the timings out; cached examples under the inputs; and, when the server offers
+several models, a compare mode (:mod:`~glance_focus.app.compare`)."""
 
 from __future__ import annotations
 
@@ -14,19 +15,29 @@ from matplotlib.figure import Figure
 from glance_focus.app.answering import Answerer
 from glance_focus.app.compare import Comparer
 from glance_focus.app.examples import Example, examples_cache_folder, examples_cache_key, examples_cache_root
-from glance_focus.app.messages import model_summary, timings_markdown
+from glance_focus.app.messages import frame_control, model_summary, timings_markdown
 from glance_focus.app.models import Models
-from glance_focus.app.settings import EXAMPLES_PER_PAGE, FRAMES_RANGE, REPO_ROOT
+from glance_focus.app.settings import EXAMPLES_PER_PAGE, FRAMES_RANGE, MAX_UPLOAD_BYTES, REPO_ROOT, VIDEO_LIMITS
+from glance_focus.app.uploads import uploaded_file_input
 from glance_focus.checkpoint import CONFIG_NAME
+from glance_focus.evidence import Evidence
 from glance_focus.pipeline import MAX_OPTIONS, MAX_QUESTION_CHARS
-from glance_focus.plots import attention_figure, timeline_figure
+from glance_focus.plots import attention_figure, evidence_figure, timeline_figure
+
+
+def hidden_probabilities(evidence: Evidence) -> dict[str, float] | None:
+    """The answer's probabilities without the hidden stretch (for a ``gr.Label``), or None."""
+    if evidence.hidden is None:
+        return None
+    return dict(zip(evidence.choices, evidence.hidden.probabilities, strict=True))
 
 
 def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
     """The question-answering tab (call inside a ``gr.Tab``)."""
     answerer = Answerer(models)
     default = models.choices.get(models.default) if models.default else None
-    default_frames = default.info.num_frames if default else 32
+    default_control = frame_control(default.info if default else None)
+    default_frames = default_control["value"]
 
     def answer_fn(
         video_path: str | None,
@@ -35,18 +46,45 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         model_name: str | None,
         frames: float,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (gradio's way to ask for progress)
-    ) -> tuple[dict[str, float], Figure, Figure, str, dict[str, Any]]:
-        """Answer from the page: label, figures, timings and the API's JSON."""
+    ) -> tuple[Any, ...]:
+        """Answer from the page: label, figures, timings, the API's JSON, the evidence (sentence,
+        figure), the time range to hide preset to the strongest evidence's span, no hidden result yet."""
         prediction = answerer(model_name, video_path, question_text, options_text, frames, progress)
-        progress(0.9, desc="Drawing the timeline and attention…")
+        progress(0.8, desc="Answering again without each memory prompt…")
+        evidence = answerer.evidence(model_name, video_path, question_text, options_text, frames)
+        progress(0.9, desc="Drawing the timeline, evidence and attention…")
         probabilities = dict(zip(prediction.options, prediction.probabilities, strict=True))
+        strongest = evidence.strongest
         return (
             probabilities,
             timeline_figure(prediction),
             attention_figure(prediction),
-            timings_markdown(prediction, models.device),
+            timings_markdown(prediction, models.device, clips=is_clip_model(model_name)),
             prediction.to_json(),
+            evidence.sentence(),
+            evidence_figure(evidence),
+            round(min(strongest.start_s, strongest.end_s), 1),
+            round(max(strongest.start_s, strongest.end_s), 1),
+            None,
+            "",
         )
+
+    def hide_fn(
+        video_path: str | None,
+        question_text: str,
+        options_text: str,
+        model_name: str | None,
+        frames: float,
+        start_s: float | None,
+        end_s: float | None,
+    ) -> tuple[dict[str, float] | None, str, Figure]:
+        """Answer again without the frames of ``[start_s, end_s]``: its probabilities, a sentence, the evidence."""
+        evidence = answerer.evidence(model_name, video_path, question_text, options_text, frames, hide=(start_s, end_s))
+        return hidden_probabilities(evidence), evidence.hidden_sentence() or "", evidence_figure(evidence)
+
+    def is_clip_model(name: str | None) -> bool:
+        choice = models.choices.get(name) if name else None
+        return choice is not None and choice.info.sampling.is_clips
 
     # Outputs are created first (unrendered) so that the examples, which need them, can sit under the inputs.
     answer = gr.Label(
@@ -56,17 +94,28 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
     result_json = gr.JSON(show_label=False, render=False)
     timeline = gr.Plot(label="Event timeline", format="png", elem_id="timeline", render=False)
     attention = gr.Plot(label="Memory-prompt attention", format="png", elem_id="attention", render=False)
-    outputs = [answer, timeline, attention, timings, result_json]
+    evidence_sentence = gr.Markdown(elem_id="evidence-sentence", render=False)
+    evidence_plot = gr.Plot(label="Evidence", format="png", elem_id="evidence", render=False)
+    hide_start = gr.Number(label="Hide from (s)", minimum=0, elem_id="hide-start", render=False)
+    hide_end = gr.Number(label="to (s)", minimum=0, elem_id="hide-end", render=False)
+    hidden_answer = gr.Label(
+        label="Answer without that stretch", num_top_classes=MAX_OPTIONS, elem_id="hidden-answer", render=False
+    )
+    hidden_sentence = gr.Markdown(elem_id="hidden-sentence", render=False)
+    evidence_outputs = [evidence_sentence, evidence_plot, hide_start, hide_end, hidden_answer, hidden_sentence]
+    outputs = [answer, timeline, attention, timings, result_json, *evidence_outputs]
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
-            video = gr.Video(
-                label="Video (mp4, webm, mov, avi, mkv)",
-                sources=["upload"],
-                include_audio=True,
-                height=300,
-                elem_id="video",
+            # Any file is accepted (a video player's upload box refuses files whose type the browser
+            # does not call video, e.g. many .ts or extension-less files); the player only previews.
+            video = uploaded_file_input("Video (any format)", height=120, elem_id="video")
+            gr.Markdown(
+                "MP4, WebM, MOV, MKV, AVI, MPEG, MPEG-TS, 3GP, … — any file a video decoder reads; at most "
+                f"{MAX_UPLOAD_BYTES // 10**6} MB and {VIDEO_LIMITS.max_duration_s / 60:g} minutes.",
+                elem_classes="figure-help",
             )
+            preview = gr.Video(label="Preview", interactive=False, height=260, visible=False, elem_id="video-preview")
             question = gr.Textbox(
                 label="Question",
                 placeholder="e.g. What happened right after the object turned red?",
@@ -90,19 +139,13 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
                     interactive=len(models.choices) > 1,
                     scale=2,
                 )
-                num_frames = gr.Slider(
-                    *FRAMES_RANGE,
-                    value=default_frames,
-                    step=1,
-                    label="Frames to sample",
-                    info="Default: what the model was trained with.",
-                    scale=2,
-                )
+                num_frames = gr.Slider(*FRAMES_RANGE, step=1, scale=2, elem_id="frames", **default_control)
             submit = gr.Button("Answer", variant="primary", elem_id="submit")
             inputs = [video, question, options, model, num_frames]
             if examples and default is not None:
                 files = [default.path / CONFIG_NAME, *default.path.glob("*.safetensors"), *(e.video for e in examples)]
                 files += [*Path(__file__).parent.glob("*.py"), REPO_ROOT / "glance_focus" / "plots.py"]
+                files.append(REPO_ROOT / "glance_focus" / "evidence.py")
                 folder = examples_cache_root() / examples_cache_key(files, examples)
                 with examples_cache_folder(folder):
                     gr.Examples(
@@ -138,11 +181,30 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         "sampled frames at their times.",
         elem_classes="figure-help",
     )
+    with gr.Group(elem_id="evidence-panel"):
+        gr.Markdown("### Evidence: what the answer rests on")
+        evidence_sentence.render()
+        evidence_plot.render()
+        gr.Markdown(
+            "Same rows as the timeline: the model answered again with each memory prompt left out. A red bar "
+            "is how much the answer's probability falls without that prompt (the answer rests on it), a blue "
+            "bar how much it rises; the right column names the answer the model switches to, if any. Hide a "
+            "stretch of the video (its frames are left out of both stages) to see the answer without it.",
+            elem_classes="figure-help",
+        )
+        with gr.Row(equal_height=True):
+            hide_start.render()
+            hide_end.render()
+            hide_button = gr.Button("Hide this stretch and answer again", elem_id="hide-button")
+        hidden_answer.render()
+        hidden_sentence.render()
     attention.render()
     gr.Markdown(
         "Same rows and time axis as the timeline. Left: where each memory prompt looked while glancing "
         "(its predicted span underlined). Right: which memory prompts each word of the question and answer "
-        "selected. Bottom: where the answer query looked.",
+        "selected (for a model imported from the reference code: which of the text's last positions, as the "
+        "rows' labels say). Bottom: where the answer query looked. Focus maps come from the decoder layer the "
+        "answer is read from.",
         elem_classes="figure-help",
     )
 
@@ -201,8 +263,17 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         concurrency_id="inference",
     )
 
+    hide_button.click(
+        hide_fn,
+        inputs=[*inputs, hide_start, hide_end],
+        outputs=[hidden_answer, hidden_sentence, evidence_plot],
+        api_visibility="private",
+        concurrency_id="inference",
+    )
+
     def select_model(name: str | None) -> tuple[str, dict, dict, dict, str]:
-        """Describe the chosen model; set the options box and frames slider to suit it."""
+        """Describe the chosen model; set the options box and the frames control to suit it (a frame
+        count, or for a clip model the seconds of video it reads)."""
         choice = models.choices.get(name) if name else None
         if choice is None:
             return model_summary(None), gr.update(), gr.update(), gr.update(visible=False), ""
@@ -211,10 +282,16 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         return (
             model_summary(choice),
             options_update,
-            gr.update(value=choice.info.num_frames),
+            gr.update(**frame_control(choice.info)),
             gr.update(visible=choice.card is not None),
             choice.card or "",
         )
+
+    def show_preview(path: str | None) -> dict[str, Any]:
+        """The uploaded file in the player (browsers play some formats only; the answer needs none)."""
+        return gr.update(value=path, visible=path is not None)
+
+    video.change(show_preview, video, preview, api_visibility="private", queue=False)
 
     model.change(
         select_model,
