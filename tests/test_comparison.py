@@ -21,6 +21,8 @@ def _row(qid: str, qtype: str, prediction: int, answer: int) -> InspectionRow:
     return InspectionRow(
         question_id=qid,
         video_id="v" + qid,
+        clip_id="v" + qid,
+        clip_window_s=None,
         question_type=qtype,
         question=f"question {qid}?",
         options=OPTIONS,
