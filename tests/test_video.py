@@ -30,8 +30,11 @@ from glance_focus.video import (
     VideoResolutionTooLargeError,
     VideoTooLongError,
     VideoWorkerPool,
+    choose_decode_strategy,
+    decode_costs,
     probe_video,
     sample_frames,
+    stream_frames,
     uniform_indices,
     video_content_hash,
 )
@@ -120,6 +123,72 @@ def test_worker_and_in_process_agree(pool: VideoWorkerPool, bikes: Path) -> None
     assert in_worker.info == local.info
 
 
+@pytest.mark.parametrize(("clip", "count"), [("bikes", 8), ("bikes", 200), ("bunny", 32), ("vtest", 12)])
+def test_seeking_and_a_sequential_pass_give_the_same_frames(
+    clip: str, count: int, pool: VideoWorkerPool, bikes: Path, bunny: Path
+) -> None:
+    path = {"bikes": bikes, "bunny": bunny, "vtest": None}[clip] or _opencv_clip("vtest.avi")
+    seek = sample_frames(path, num_frames=count, size=48, strategy="seek", pool=pool)
+    sequential = sample_frames(path, num_frames=count, size=48, strategy="sequential", pool=pool)
+    local = sample_frames(path, num_frames=count, size=48, strategy="sequential", decoder_threads=1, in_process=True)
+    assert seek.frames.std() > 10
+    np.testing.assert_array_equal(seek.frames, sequential.frames)
+    np.testing.assert_array_equal(seek.frames, local.frames)
+    np.testing.assert_array_equal(seek.indices, sequential.indices)
+
+
+def test_decode_strategy_follows_gop_and_sample_spacing() -> None:
+    frames = 1800
+    short_gop, long_gop, intra_only = np.arange(0, frames, 15), np.arange(0, frames, 250), np.arange(frames)
+    sparse, dense = uniform_indices(frames, 32), uniform_indices(frames, 600)
+    # Samples many GOPs apart: a seek skips most of the frames between them.
+    assert choose_decode_strategy(short_gop, sparse) == "seek"
+    assert choose_decode_strategy(intra_only, sparse) == "seek"
+    # Samples a few frames apart with a keyframe between most of them: each seek saves too little.
+    assert choose_decode_strategy(short_gop, dense) == "sequential"
+    assert choose_decode_strategy(intra_only, dense) == "sequential"
+    # A sequential pass decodes every frame up to the last sample, a seek never more.
+    for keys in (short_gop, long_gop, intra_only):
+        costs = decode_costs(keys, sparse)
+        assert costs["sequential"] == sparse[-1] + 1
+        assert costs["seek"] - 32 * video.SEEK_COST_FRAMES <= costs["sequential"]
+
+
+def test_stream_delivers_the_sample_in_order(pool: VideoWorkerPool, bunny: Path) -> None:
+    whole = sample_frames(bunny, num_frames=24, size=64, pool=pool)
+    with stream_frames(bunny, num_frames=24, size=64, decoder_threads=1, pool=pool) as stream:
+        # What the probe knows is there before the frames.
+        assert stream.info == whole.info and len(stream) == 24
+        np.testing.assert_array_equal(stream.timestamps_s, whole.timestamps_s)
+        batches = list(stream.batches(max_frames=5, min_frames=2))
+        assert stream.decode_seconds is not None and stream.decode_seconds > 0
+    assert all(len(batch) <= 5 for batch in batches) and all(len(batch) >= 2 for batch in batches[:-1])
+    np.testing.assert_array_equal(np.concatenate(batches), whole.frames)
+    np.testing.assert_array_equal(stream.result().frames, whole.frames)
+    local = stream_frames(bunny, num_frames=24, size=64, in_process=True)
+    np.testing.assert_array_equal(local.result().frames, whole.frames)
+
+
+def test_stream_left_early_frees_its_worker(bikes: Path) -> None:
+    with VideoWorkerPool(max_workers=1) as workers:
+        with stream_frames(bikes, num_frames=16, size=32, pool=workers) as stream:
+            next(stream.batches(max_frames=1))
+        # The only worker is free again, and nothing is left in the scratch folder.
+        assert workers.sample(bikes, num_frames=2, size=16).frames.shape == (2, 16, 38, 3)
+        assert not list(Path(workers._tmpdir).glob("*.npy"))
+
+
+def test_stream_of_a_file_truncated_mid_stream(
+    av_files: dict[str, Path], pool: VideoWorkerPool, tmp_path: Path
+) -> None:
+    data = av_files["faststart"].read_bytes()
+    path = tmp_path / "partial.mp4"
+    path.write_bytes(data[: int(len(data) * 0.7)])
+    with pytest.raises(CorruptVideoError, match="truncated"), stream_frames(path, num_frames=8, pool=pool) as stream:
+        stream.result()
+    _assert_pool_works(pool)
+
+
 def test_sample_at_a_rate(pool: VideoWorkerPool, bikes: Path) -> None:
     sampled = sample_frames(bikes, fps=2.0, size=32, pool=pool)
     assert len(sampled.frames) == 20  # 10 s at 2 frames/s
@@ -196,7 +265,15 @@ def test_no_temporary_files_left(bikes: Path) -> None:
 
 
 def test_argument_errors(bikes: Path) -> None:
-    for kwargs in ({}, {"num_frames": 4, "fps": 1.0}, {"num_frames": 0}, {"num_frames": 300}, {"fps": -1.0}):
+    for kwargs in (
+        {},
+        {"num_frames": 4, "fps": 1.0},
+        {"num_frames": 0},
+        {"num_frames": 300},
+        {"fps": -1.0},
+        {"num_frames": 4, "strategy": "random"},
+        {"num_frames": 4, "decoder_threads": -1},
+    ):
         with pytest.raises(ValueError) as caught:
             sample_frames(bikes, in_process=True, **kwargs)
         assert not isinstance(caught.value, VideoError)  # the caller's mistake, not the video's
