@@ -1,6 +1,8 @@
 """Batch frame-feature extraction: a set of videos -> one safetensors file ``video_id -> [T, F]``.
 
-Decoding runs in DataLoader worker processes while the main process encodes, so the two overlap.
+Decoding runs in DataLoader worker processes that stay ahead of the encoder (a bounded queue of
+decoded videos) while the main process encodes, so the two overlap. On the CPU the decoders get one
+thread each and the encoder one single-threaded lane per core (see :mod:`glance_focus.overlap`).
 Each finished video is written at once (atomically) to a ``.parts`` folder beside the output, so an
 interrupted run resumes without redoing finished videos; the final file is assembled from the parts
 at the end. Under ``torchrun`` each process takes every ``world``-th video and rank 0 assembles.
@@ -12,7 +14,9 @@ import hashlib
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from glance_focus.checkpoint import CheckpointInfo
 from glance_focus.data.features import FeatureStore, write_features
 from glance_focus.data.types import DatasetSplit, atomic_path
 from glance_focus.encoders import EncoderUnavailableError, FrameEncoder, load_frame_encoder
+from glance_focus.overlap import cpu_cores, decoder_threads_for, encode_single_threaded
 from glance_focus.video import VideoError, VideoLimits, sample_frames
 
 DECODE_SHORT_SIDE = 224
@@ -91,10 +96,13 @@ class ExtractionResult:
 class _DecodeDataset(Dataset):
     """Decodes one video per item in a DataLoader worker: (video id, frames uint8 [N,H,W,3] or error)."""
 
-    def __init__(self, items: list[tuple[str, Path]], num_frames: int, limits: VideoLimits) -> None:
+    def __init__(
+        self, items: list[tuple[str, Path]], num_frames: int, limits: VideoLimits, decoder_threads: int = 0
+    ) -> None:
         self.items = items
         self.num_frames = num_frames
         self.limits = limits
+        self.decoder_threads = decoder_threads
 
     def __len__(self) -> int:
         return len(self.items)
@@ -103,7 +111,12 @@ class _DecodeDataset(Dataset):
         video_id, path = self.items[index]
         try:
             sampled = sample_frames(
-                path, num_frames=self.num_frames, limits=self.limits, size=DECODE_SHORT_SIDE, in_process=True
+                path,
+                num_frames=self.num_frames,
+                limits=self.limits,
+                size=DECODE_SHORT_SIDE,
+                decoder_threads=self.decoder_threads,
+                in_process=True,
             )
         except VideoError as exc:
             return video_id, None, str(exc)
@@ -148,7 +161,7 @@ def extract_features(
     skipped = len(mine) - len(todo)
     limits = limits or VideoLimits(max_frames_to_sample=max(num_frames, 1))
     loader = DataLoader(
-        _DecodeDataset(todo, num_frames, limits),
+        _DecodeDataset(todo, num_frames, limits, decoder_threads_for(encoder) if workers else 0),
         batch_size=1,
         collate_fn=_first,
         num_workers=workers,
@@ -159,17 +172,35 @@ def extract_features(
     encoded_frames = 0
     started = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"extract[{rank}]", disable=not progress, dynamic_ncols=True)
-    for video_id, frames, error in loader:
-        if frames is None:
+    # One single-threaded encoder lane per core on the CPU (see glance_focus.overlap), one on a GPU;
+    # videos are finished (written, reported) in order, at most one more than the lanes in flight.
+    lanes = cpu_cores() if encoder.device.type == "cpu" else 1
+    pending: deque[tuple[str, Future[torch.Tensor] | None, str | None]] = deque()
+
+    def finish() -> None:
+        nonlocal encoded_frames
+        video_id, encoding, error = pending.popleft()
+        if encoding is None:
             failed[video_id] = error or "decode failed"
         else:
-            features = encoder.encode(frames)
+            features = encoding.result()
             with atomic_path(_part_path(parts, video_id)) as tmp:
                 save_file({"features": features.contiguous()}, str(tmp), metadata={"video_id": video_id})
-            encoded_frames += len(frames)
+            encoded_frames += len(features)
         bar.update(1)
         if on_video is not None:
             on_video(video_id)
+
+    encode = encode_single_threaded if lanes > 1 else FrameEncoder.encode
+    decoded = iter(loader)  # starts the decoding workers before any encoder thread exists
+    with ThreadPoolExecutor(lanes, thread_name_prefix="extract-encode") as lane_pool:
+        for video_id, frames, error in decoded:
+            encoding = None if frames is None else lane_pool.submit(encode, encoder, frames)
+            pending.append((video_id, encoding, error))
+            while len(pending) > lanes:
+                finish()
+        while pending:
+            finish()
     bar.close()
     seconds = time.perf_counter() - started
     if failed:
