@@ -24,6 +24,13 @@ import pytest
 from gradio_client import Client, handle_file
 
 import app
+from glance_focus.app.answering import parse_options
+from glance_focus.app.examples import Example, load_examples
+from glance_focus.app.messages import model_summary
+from glance_focus.app.models import Models, find_checkpoints
+from glance_focus.app.page import build_app
+from glance_focus.app.serving import launch
+from glance_focus.app.settings import DEFAULT_MODELS, MAX_UPLOAD_BYTES
 from glance_focus.synthetic import WorldConfig, make_questions, render_frames, sample_scene, video_rng, write_video
 from tests.test_pipeline import make_checkpoint, sample_video
 
@@ -34,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Helpers shared with test_browser.py
 
 
-def synthetic_examples(folder: Path, count: int = 2) -> list[app.Example]:
+def synthetic_examples(folder: Path, count: int = 2) -> list[Example]:
     """``count`` videos of the synthetic world with one question each, as ``examples.json`` + mp4s."""
     folder.mkdir(parents=True, exist_ok=True)
     world = WorldConfig()
@@ -45,12 +52,12 @@ def synthetic_examples(folder: Path, count: int = 2) -> list[app.Example]:
         question = make_questions(scene, world, video_rng(11, "demo", index, 1))[0]
         entries.append({"video": f"demo_{index}.mp4", "question": question.question, "options": list(question.options)})
     (folder / "examples.json").write_text(json.dumps(entries), encoding="utf-8")
-    return app.load_examples(folder / "examples.json")
+    return load_examples(folder / "examples.json")
 
 
-def demo_assets(root: Path) -> tuple[list[Path], list[app.Example], bool]:
+def demo_assets(root: Path) -> tuple[list[Path], list[Example], bool]:
     """(checkpoints, examples, bundled): the bundled ones if present, else made under ``root``."""
-    checkpoints, examples = app.find_checkpoints([app.DEFAULT_MODELS]), app.load_examples()
+    checkpoints, examples = find_checkpoints([DEFAULT_MODELS]), load_examples()
     if checkpoints and examples:
         return checkpoints, examples, True
     return [make_checkpoint(root / "model")], synthetic_examples(root / "examples"), False
@@ -63,14 +70,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(checkpoints: list[Path], examples: list[app.Example], root: Path) -> Iterator[str]:
+def serve(checkpoints: list[Path], examples: list[Example], root: Path) -> Iterator[str]:
     """Build and launch the app in this process on a free loopback port; yield its URL."""
     previous = os.environ.get("GRADIO_EXAMPLES_CACHE")
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(root / "cached_examples")
-    models = app.Models(checkpoints, device="cpu", cache_dir=root / "features")
-    demo = app.build_app(models, examples)
+    models = Models(checkpoints, device="cpu", cache_dir=root / "features")
+    demo = build_app(models, examples)
     try:
-        _, url, _ = app.launch(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+        _, url, _ = launch(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
         yield url
     finally:
         demo.close()
@@ -88,7 +95,7 @@ def serve(checkpoints: list[Path], examples: list[app.Example], root: Path) -> I
 class Served:
     url: str
     client: Client
-    examples: list[app.Example]
+    examples: list[Example]
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +226,7 @@ def test_repeated_api_requests_leave_no_new_file_in_the_upload_cache(served: Ser
 
 def test_serving_settings(served: Served) -> None:
     config = httpx.get(f"{served.url}config").json()
-    assert config["max_file_size"] == app.MAX_UPLOAD_BYTES
+    assert config["max_file_size"] == MAX_UPLOAD_BYTES
     assert config["show_error"] is False
     assert config["analytics_enabled"] is False
     info = httpx.get(f"{served.url}gradio_api/queue/status").json()
@@ -243,19 +250,19 @@ def test_models_are_found_in_a_folder_and_described(tmp_path: Path) -> None:
     make_checkpoint(tmp_path / "models" / "second", task="open_ended", answer_vocab_size=5)
     (tmp_path / "models" / "not-a-model").mkdir()
     namesake = make_checkpoint(tmp_path / "other" / "first")
-    models = app.Models([tmp_path / "models", first, namesake], device="cpu")
+    models = Models([tmp_path / "models", first, namesake], device="cpu")
     assert list(models.choices) == ["first", "second", "other/first"]
-    summary = app.model_summary(models.choices["first"])
+    summary = model_summary(models.choices["first"])
     assert "ViT-B-32:random-seed0" in summary and "minilm" in summary and "appear, vanish, grow" in summary
-    assert "open-ended" in app.model_summary(models.choices["second"])
-    assert "No model found" in app.model_summary(None)
+    assert "open-ended" in model_summary(models.choices["second"])
+    assert "No model found" in model_summary(None)
 
 
 def test_the_summary_states_what_the_model_knows(tmp_path: Path) -> None:
-    choice = app.Models([make_checkpoint(tmp_path / "synthetic-sup")], device="cpu").choices["synthetic-sup"]
+    choice = Models([make_checkpoint(tmp_path / "synthetic-sup")], device="cpu").choices["synthetic-sup"]
     metadata = {"dataset": "synthetic", "setting": "supervised", "test": {"accuracy": 0.8125, "span_miou": 0.61}}
     synthetic = dataclasses.replace(choice, info=dataclasses.replace(choice.info, metadata=metadata))
-    summary = app.model_summary(synthetic)
+    summary = model_summary(synthetic)
     assert "synthetic, supervised; held-out test accuracy 81.2%, event span mIoU 0.61" in summary
     assert "only knows a synthetic world" in summary and "meaningless" in summary
 
@@ -273,7 +280,7 @@ def test_cache_dir_holds_the_feature_cache_and_the_inspection_runs(
 ) -> None:
     built = {}
 
-    def build_app(models: app.Models, examples: object, sources: object, inspection_dir: Path) -> str:
+    def build_app(models: Models, examples: object, sources: object, inspection_dir: Path) -> str:
         built.update(features=models.cache_dir, inspection=inspection_dir)
         return "page"
 
@@ -289,5 +296,5 @@ def test_cache_dir_holds_the_feature_cache_and_the_inspection_runs(
 
 
 def test_options_are_one_per_line() -> None:
-    assert app.parse_options(" a \n\nb\n") == ["a", "b"]
-    assert app.parse_options("  \n") is None and app.parse_options(None) is None
+    assert parse_options(" a \n\nb\n") == ["a", "b"]
+    assert parse_options("  \n") is None and parse_options(None) is None

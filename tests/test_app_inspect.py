@@ -13,6 +13,10 @@ import pytest
 from matplotlib.figure import Figure
 
 import app
+from glance_focus.app.inspect_tab import ALL, Inspector
+from glance_focus.app.models import Models
+from glance_focus.app.page import build_app
+from glance_focus.app.serving import launch
 from glance_focus.inspection import TABLE_COLUMNS, DataSource, filter_rows, overview, table
 from tests.test_app import free_port
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -20,19 +24,19 @@ from tests.test_inspection import converted_reference_checkpoint, write_star_dat
 
 
 @pytest.fixture(scope="module")
-def inspector(tmp_path_factory: pytest.TempPathFactory) -> app.Inspector:
+def inspector(tmp_path_factory: pytest.TempPathFactory) -> Inspector:
     base = tmp_path_factory.mktemp("inspect-tab")
     data = base / "star"
     write_star_dataset(data)
     models_dir = base / "models"
     converted_reference_checkpoint(models_dir / "star-ref")
-    models = app.Models([models_dir], device="cpu")
+    models = Models([models_dir], device="cpu")
     sources = [DataSource("star-tiny", "star", data, ("val",))]
-    return app.Inspector(models, sources, base / "runs", base / "work")
+    return Inspector(models, sources, base / "runs", base / "work")
 
 
 @pytest.fixture(scope="module")
-def ran(inspector: app.Inspector) -> tuple[Any, ...]:
+def ran(inspector: Inspector) -> tuple[Any, ...]:
     reports: list[tuple[float, str]] = []
     outputs = inspector.run("star-ref", "star-tiny", "val", lambda f, m: reports.append((f, m)))
     assert reports and reports[-1][0] == 1.0
@@ -43,7 +47,7 @@ def _key(ran: tuple[Any, ...]) -> list[str]:
     return ran[0]
 
 
-def test_run_shows_the_runs_metrics(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+def test_run_shows_the_runs_metrics(inspector: Inspector, ran: tuple[Any, ...]) -> None:
     key, summary, by_type, accuracy_fig, errors_fig, types, classes, listing, ids, count = ran
     assert key == ["star-ref", "star-tiny", "val"]
     run = inspector.get_run(key)
@@ -54,22 +58,22 @@ def test_run_shows_the_runs_metrics(inspector: app.Inspector, ran: tuple[Any, ..
     view = overview(run)
     assert sum(r[2] for r in by_type) == view.num_errors
     assert isinstance(accuracy_fig, Figure) and isinstance(errors_fig, Figure)
-    assert types["choices"] == [("all", app.ALL), *run.question_types]
-    assert classes["choices"] == [("all", app.ALL), *run.gt_event_classes]
+    assert types["choices"] == [("all", ALL), *run.question_types]
+    assert classes["choices"] == [("all", ALL), *run.gt_event_classes]
     assert listing == {"data": table(run.rows), "headers": list(TABLE_COLUMNS)}
     assert ids["choices"] == [r.question_id for r in run.rows]
     assert count == f"{len(run.rows)} of {len(run.rows)} questions"
 
 
-def test_second_run_comes_from_the_cache(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+def test_second_run_comes_from_the_cache(inspector: Inspector, ran: tuple[Any, ...]) -> None:
     again = inspector.run("star-ref", "star-tiny", "val")
     assert "read from the cache" in again[1]
     assert inspector.get_run(again[0]).from_cache
 
 
-def test_filter_to_wrong_answers(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+def test_filter_to_wrong_answers(inspector: Inspector, ran: tuple[Any, ...]) -> None:
     run = inspector.get_run(_key(ran))
-    listing, ids, count = inspector.filter(_key(ran), True, app.ALL, app.ALL, 0.0, 1.0, "")
+    listing, ids, count = inspector.filter(_key(ran), True, ALL, ALL, 0.0, 1.0, "")
     wrong = [r for r in run.rows if r.correct is False]
     assert wrong and [row[0] for row in listing["data"]] == [r.question_id for r in wrong]
     assert all(row[5] is False for row in listing["data"])
@@ -79,10 +83,10 @@ def test_filter_to_wrong_answers(inspector: app.Inspector, ran: tuple[Any, ...])
     expected = filter_rows(run, question_type="Sequence", gt_event_class="Opening a door")
     assert [row[0] for row in listing["data"]] == [r.question_id for r in expected]
     with pytest.raises(gr.Error):
-        inspector.filter(_key(ran), False, app.ALL, app.ALL, 0.9, 0.1, "")
+        inspector.filter(_key(ran), False, ALL, ALL, 0.9, 0.1, "")
 
 
-def test_selecting_a_row_shows_the_question_and_figures(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+def test_selecting_a_row_shows_the_question_and_figures(inspector: Inspector, ran: tuple[Any, ...]) -> None:
     run = inspector.get_run(_key(ran))
     event = gr.SelectData(None, {"index": [0, 2], "value": "x", "row_value": list(table(run.rows)[0])})
     question_id = inspector.selected_id(event)
@@ -102,8 +106,8 @@ def test_selecting_a_row_shows_the_question_and_figures(inspector: app.Inspector
         inspector.show(_key(ran), "no-such-question")
 
 
-def test_export_csv_and_json(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
-    filters = (True, app.ALL, app.ALL, 0.0, 1.0, "")
+def test_export_csv_and_json(inspector: Inspector, ran: tuple[Any, ...]) -> None:
+    filters = (True, ALL, ALL, 0.0, 1.0, "")
     wrong = [r.question_id for r in inspector.filtered(_key(ran), *filters)]
     csv_path = Path(inspector.export(_key(ran), ".csv", *filters))
     json_path = Path(inspector.export(_key(ran), ".json", *filters))
@@ -116,7 +120,7 @@ def test_export_csv_and_json(inspector: app.Inspector, ran: tuple[Any, ...]) -> 
         inspector.export(_key(ran), ".txt", *filters)
 
 
-def test_errors_are_messages(inspector: app.Inspector, ran: tuple[Any, ...]) -> None:
+def test_errors_are_messages(inspector: Inspector, ran: tuple[Any, ...]) -> None:
     with pytest.raises(gr.Error, match="has no split"):
         inspector.run("star-ref", "star-tiny", "../../etc")
     with pytest.raises(gr.Error, match="unknown dataset"):
@@ -124,12 +128,12 @@ def test_errors_are_messages(inspector: app.Inspector, ran: tuple[Any, ...]) -> 
     with pytest.raises(gr.Error, match="listed models"):
         inspector.run("nope", "star-tiny", "val")
     with pytest.raises(gr.Error, match="Press Run"):
-        inspector.filter(None, False, app.ALL, app.ALL, 0.0, 1.0, "")
+        inspector.filter(None, False, ALL, ALL, 0.0, 1.0, "")
     assert inspector.splits("star-tiny") == {"__type__": "update", "choices": ["val"], "value": "val"}
 
 
-def test_the_page_has_an_inspect_tab_whose_events_are_private(inspector: app.Inspector, tmp_path: Path) -> None:
-    page = app.build_app(inspector.models, (), inspector.sources, tmp_path / "runs")
+def test_the_page_has_an_inspect_tab_whose_events_are_private(inspector: Inspector, tmp_path: Path) -> None:
+    page = build_app(inspector.models, (), inspector.sources, tmp_path / "runs")
     labels = [getattr(block, "label", None) for block in page.blocks.values() if isinstance(block, gr.Tab)]
     assert labels == ["Ask a question", "Inspect"]
     dropdown = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "inspect-dataset")
@@ -149,15 +153,13 @@ def test_data_argument() -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium is not installed")
-def test_in_a_browser_run_filter_wrong_and_open_one(
-    inspector: app.Inspector, ran: tuple[Any, ...], tmp_path: Path
-) -> None:
+def test_in_a_browser_run_filter_wrong_and_open_one(inspector: Inspector, ran: tuple[Any, ...], tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     # a fresh run folder: Run computes (with its progress bar) rather than reading the stored run
-    page_app = app.build_app(inspector.models, (), inspector.sources, tmp_path / "runs")
+    page_app = build_app(inspector.models, (), inspector.sources, tmp_path / "runs")
     wrong = [r for r in inspector.get_run(_key(ran)).rows if r.correct is False]
     try:
-        _, url, _ = app.launch(page_app, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+        _, url, _ = launch(page_app, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import app
+from glance_focus.app.examples import Example
+from glance_focus.app.settings import EXAMPLES_PER_PAGE
 from tests.test_app import ROOT, demo_assets, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,7 +37,7 @@ pytestmark = [
 @dataclass
 class Site:
     url: str
-    examples: list[app.Example]
+    examples: list[Example]
     screenshots: Path
 
 
@@ -102,7 +103,7 @@ def test_upload_ask_and_see_the_answer_and_both_figures(page, site: Site) -> Non
 
 
 def test_an_example_fills_the_inputs_and_shows_its_cached_outputs(page, site: Site) -> None:
-    row = min(len(site.examples), app.EXAMPLES_PER_PAGE) - 1  # the last one on the first page
+    row = min(len(site.examples), EXAMPLES_PER_PAGE) - 1  # the last one on the first page
     example = site.examples[row]
     page.locator("#examples tbody tr").nth(row).click()
     page.locator(ANSWER).wait_for()

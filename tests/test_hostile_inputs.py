@@ -28,7 +28,10 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-import app
+from glance_focus.app.messages import UNEXPECTED_ERROR
+from glance_focus.app.models import Models
+from glance_focus.app.page import build_app
+from glance_focus.app.serving import launch
 from glance_focus.video import default_pool
 from tests.test_app import audio_only_video, demo_assets, free_port
 from tests.test_pipeline import sample_video
@@ -42,7 +45,7 @@ GOOD_OPTIONS = "a bike passes\nit rains"
 class Server:
     url: str
     client: Client
-    models: app.Models
+    models: Models
     good_video: Path
 
 
@@ -52,10 +55,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     checkpoints, examples, _ = demo_assets(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_EXAMPLES_CACHE", str(root / "cached_examples"))
-        models = app.Models(checkpoints, device="cpu", cache_dir=root / "features")
-        demo = app.build_app(models, examples)
+        models = Models(checkpoints, device="cpu", cache_dir=root / "features")
+        demo = build_app(models, examples)
         try:
-            _, url, _ = app.launch(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+            _, url, _ = launch(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
             yield Server(url, Client(url, verbose=False), models, sample_video("bikes.mp4"))
         finally:
             demo.close()
@@ -76,7 +79,7 @@ def assert_refused(
     with pytest.raises(Exception, match=words) as caught:
         predict(server, video, question, options)
     message = str(caught.value)
-    assert "Traceback" not in message and app.UNEXPECTED_ERROR not in message
+    assert "Traceback" not in message and UNEXPECTED_ERROR not in message
     assert_still_serving(server)
 
 
@@ -219,7 +222,7 @@ def test_bit_flips_in_the_frame_data_are_answered_or_refused_clearly(server: Ser
         assert predict(server, _payload_bits_flipped(tmp_path))["answer"] in GOOD_OPTIONS.splitlines()
     except Exception as error:
         message = str(error)
-        assert app.UNEXPECTED_ERROR not in message and "Traceback" not in message
+        assert UNEXPECTED_ERROR not in message and "Traceback" not in message
         assert re.search("corrupt|truncated|damaged|cannot be decoded", message), message
     assert_still_serving(server)
 

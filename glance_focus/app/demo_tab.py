@@ -1,0 +1,177 @@
+"""The "Ask a question" tab: video, question, options, model and frames in; the answer, the event
+timeline, the memory-prompt attention and the timings out; cached examples under the inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from matplotlib.figure import Figure
+
+from glance_focus.app.answering import Answerer
+from glance_focus.app.examples import Example, examples_cache_folder, examples_cache_key, examples_cache_root
+from glance_focus.app.messages import model_summary, timings_markdown
+from glance_focus.app.models import Models
+from glance_focus.app.settings import EXAMPLES_PER_PAGE, FRAMES_RANGE, REPO_ROOT
+from glance_focus.checkpoint import CONFIG_NAME
+from glance_focus.pipeline import MAX_OPTIONS, MAX_QUESTION_CHARS
+from glance_focus.plots import attention_figure, timeline_figure
+
+
+def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
+    """The question-answering tab (call inside a ``gr.Tab``)."""
+    answerer = Answerer(models)
+    default = models.choices.get(models.default) if models.default else None
+    default_frames = default.info.num_frames if default else 32
+
+    def answer_fn(
+        video_path: str | None,
+        question_text: str,
+        options_text: str,
+        model_name: str | None,
+        frames: float,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (gradio's way to ask for progress)
+    ) -> tuple[dict[str, float], Figure, Figure, str, dict[str, Any]]:
+        """Answer from the page: label, figures, timings and the API's JSON."""
+        prediction = answerer(model_name, video_path, question_text, options_text, frames, progress)
+        progress(0.9, desc="Drawing the timeline and attention…")
+        probabilities = dict(zip(prediction.options, prediction.probabilities, strict=True))
+        return (
+            probabilities,
+            timeline_figure(prediction),
+            attention_figure(prediction),
+            timings_markdown(prediction, models.device),
+            prediction.to_json(),
+        )
+
+    # Outputs are created first (unrendered) so that the examples, which need them, can sit under the inputs.
+    answer = gr.Label(
+        label="Answer and option probabilities", num_top_classes=MAX_OPTIONS, elem_id="answer", render=False
+    )
+    timings = gr.Markdown(elem_id="timings", render=False)
+    result_json = gr.JSON(show_label=False, render=False)
+    timeline = gr.Plot(label="Event timeline", format="png", elem_id="timeline", render=False)
+    attention = gr.Plot(label="Memory-prompt attention", format="png", elem_id="attention", render=False)
+    outputs = [answer, timeline, attention, timings, result_json]
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=360):
+            video = gr.Video(
+                label="Video (mp4, webm, mov, avi, mkv)",
+                sources=["upload"],
+                include_audio=True,
+                height=300,
+                elem_id="video",
+            )
+            question = gr.Textbox(
+                label="Question",
+                placeholder="e.g. What happened right after the object turned red?",
+                max_length=MAX_QUESTION_CHARS,
+                elem_id="question",
+            )
+            options = gr.Textbox(
+                label="Answer options, one per line",
+                placeholder="The object grew.\nThe object shrank.\nA blue object appeared.",
+                info=f"Multiple-choice models pick one (2 to {MAX_OPTIONS}); leave empty for an open-ended model.",
+                lines=4,
+                max_lines=MAX_OPTIONS,
+                interactive=not (default and default.info.model.task == "open_ended"),
+                elem_id="options",
+            )
+            with gr.Row():
+                model = gr.Dropdown(
+                    choices=list(models.choices),
+                    value=models.default,
+                    label="Model",
+                    interactive=len(models.choices) > 1,
+                    scale=2,
+                )
+                num_frames = gr.Slider(
+                    *FRAMES_RANGE,
+                    value=default_frames,
+                    step=1,
+                    label="Frames to sample",
+                    info="Default: what the model was trained with.",
+                    scale=2,
+                )
+            submit = gr.Button("Answer", variant="primary", elem_id="submit")
+            inputs = [video, question, options, model, num_frames]
+            if examples and default is not None:
+                files = [default.path / CONFIG_NAME, *default.path.glob("*.safetensors"), *(e.video for e in examples)]
+                files += [*Path(__file__).parent.glob("*.py"), REPO_ROOT / "glance_focus" / "plots.py"]
+                folder = examples_cache_root() / examples_cache_key(files, examples)
+                with examples_cache_folder(folder):
+                    gr.Examples(
+                        examples=[
+                            [str(e.video), e.question, "\n".join(e.options), default.name, default_frames]
+                            for e in examples
+                        ],
+                        inputs=inputs,
+                        outputs=outputs,
+                        fn=answer_fn,
+                        cache_examples=True,
+                        cache_mode="lazy",
+                        visible_columns=[0, 1],
+                        label="Examples from the synthetic world (results are cached after the first click)",
+                        api_visibility="private",
+                        examples_per_page=EXAMPLES_PER_PAGE,
+                        elem_id="examples",
+                    )
+
+        with gr.Column(scale=6, min_width=360):
+            answer.render()
+            timings.render()
+            with gr.Accordion("Result as JSON (what the API returns)", open=False):
+                result_json.render()
+            about = gr.Markdown(model_summary(default), elem_id="model-summary")
+            with gr.Accordion("Model card", open=False, visible=bool(default and default.card)) as card_box:
+                card = gr.Markdown(default.card if default and default.card else "")
+
+    timeline.render()
+    gr.Markdown(
+        "One row per memory prompt, in temporal order: the span it predicts, coloured by event class, with "
+        "the class and its probability; grey dashed rows predict *background* (no event). Thumbnails show the "
+        "sampled frames at their times.",
+        elem_classes="figure-help",
+    )
+    attention.render()
+    gr.Markdown(
+        "Same rows and time axis as the timeline. Left: where each memory prompt looked while glancing "
+        "(its predicted span underlined). Right: which memory prompts each word of the question and answer "
+        "selected. Bottom: where the answer query looked.",
+        elem_classes="figure-help",
+    )
+
+    gr.on(
+        [submit.click, question.submit],
+        answer_fn,
+        inputs=inputs,
+        outputs=outputs,
+        api_visibility="private",
+        concurrency_id="inference",
+    )
+
+    def select_model(name: str | None) -> tuple[str, dict, dict, dict, str]:
+        """Describe the chosen model; set the options box and frames slider to suit it."""
+        choice = models.choices.get(name) if name else None
+        if choice is None:
+            return model_summary(None), gr.update(), gr.update(), gr.update(visible=False), ""
+        open_ended = choice.info.model.task == "open_ended"
+        options_update = gr.update(value="", interactive=False) if open_ended else gr.update(interactive=True)
+        return (
+            model_summary(choice),
+            options_update,
+            gr.update(value=choice.info.num_frames),
+            gr.update(visible=choice.card is not None),
+            choice.card or "",
+        )
+
+    model.change(
+        select_model,
+        inputs=model,
+        outputs=[about, options, num_frames, card_box, card],
+        api_visibility="private",
+        queue=False,
+    )
