@@ -3,6 +3,13 @@ about video files (or precomputed features) with plain results: the answer, per-
 probabilities, one event per memory prompt, the attention maps aligned to frame timestamps and
 a timing breakdown. No UI code here.
 
+A new video's frames are encoded while the decoding worker is still producing the later ones
+(:func:`~glance_focus.overlap.encode_stream`); where the frames must be decoded first (ZeroGPU,
+whose GPU function may only encode), ``stream_frames(...).result()`` materialises the same frames.
+Each timing covers
+its own step only: one-time costs (building an encoder, first calls) are paid by
+:meth:`Predictor.warm_up` or, without it, shown as ``start_up``.
+
 On an accelerator, a request that runs out of its memory (``torch.OutOfMemoryError``) is answered
 again on the CPU by a second copy of the model and encoders, built on first need, so a busy GPU
 slows a request down instead of failing it.
@@ -24,9 +31,17 @@ from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_devi
 from glance_focus.evaluation import checkpoint_text_features
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
+from glance_focus.overlap import BATCH_WHILE_DECODING, decoder_threads_for, encode_stream
 from glance_focus.spans import spans_to_se
 from glance_focus.text_features import TextFeatureCache, question_sequences
-from glance_focus.video import DEFAULT_LIMITS, VideoLimits, sample_frames, video_content_hash
+from glance_focus.video import (
+    DEFAULT_LIMITS,
+    SampledFrames,
+    VideoLimits,
+    default_pool,
+    stream_frames,
+    video_content_hash,
+)
 
 MAX_QUESTION_CHARS = 1000
 MAX_OPTION_CHARS = 300
@@ -89,7 +104,13 @@ class VideoSummary:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent in each step (0 for steps a cache hit skipped)."""
+    """Seconds spent in each step (0 for steps a cache hit skipped).
+
+    ``probe_decode`` (the decoder's own time) and ``image_encoder`` (the encoder's computing time)
+    overlap when frames are encoded while decoding continues, so they may add up to more than
+    ``total``. ``start_up`` is one-time work this request paid for (building an encoder, first
+    calls) because the predictor was not warmed up; no other step includes it.
+    """
 
     hash: float = 0.0
     probe_decode: float = 0.0
@@ -98,6 +119,7 @@ class Timings:
     model: float = 0.0
     total: float = 0.0
     feature_cache_hit: bool = False
+    start_up: float = 0.0
 
     def as_dict(self) -> dict[str, float | bool]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -250,33 +272,71 @@ class Predictor:
             torch.cuda.empty_cache()
         return self.cpu_fallback
 
-    def warm_up(self) -> None:
-        """Build both encoders now (the first question would otherwise pay for it)."""
+    def warm_up(self, first_calls: bool = True) -> None:
+        """Pay the one-time costs now rather than in the first request: build both encoders, start
+        the video workers and, with ``first_calls``, run the image encoder at the batch sizes
+        requests use, the text encoder and the model once (not on ZeroGPU, whose device exists
+        only inside a request)."""
+        default_pool()
+        encoder = self.frame_encoder
+        _ = self.text
+        if not first_calls:
+            return
+        height, width = DECODE_SHORT_SIDE, DECODE_SHORT_SIDE * 16 // 9
+        frames = np.zeros((encoder.batch_size, height, width, 3), dtype=np.uint8)
+        for size in {1, BATCH_WHILE_DECODING, encoder.batch_size}:
+            encoder.encode(frames[:size])
+        features = torch.zeros(self.info.num_frames, self.model.config.feature_dim)
+        options = None if self.task == "open_ended" else ["yes", "no"]
+        self._predict_features(features, "What happens?", options, duration_s=1.0, frame_times_s=None, top_k=1)
+
+    def _start_up(self) -> float:
+        """Build the encoders if they are not yet (seconds it took: a one-time cost)."""
+        if self._frame_encoder is not None and self._text is not None:
+            return 0.0
+        started = time.perf_counter()
         _ = self.frame_encoder, self.text
+        return time.perf_counter() - started
 
     # ------------------------------------------------------------------ features
     def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
-        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file."""
+        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file.
+
+        Frames are encoded while the decoding worker decodes the later ones (overlap).
+        """
         num_frames = num_frames or self.info.num_frames
-        t0 = time.perf_counter()
-        key = None
+        start_up = self._start_up()
+        encoder = self.frame_encoder
+        key, t_hash = None, 0.0
         if self.feature_cache is not None:
-            encoder = self.frame_encoder
+            t0 = time.perf_counter()
             key = FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
             t_hash = time.perf_counter() - t0
             hit = self.feature_cache.get(key)
             if hit is not None:
                 summary = VideoSummary(**hit.info["video"]) if "video" in hit.info else None
                 thumbs = hit.thumbnails.numpy() if hit.thumbnails is not None else None
-                timings = Timings(hash=t_hash, feature_cache_hit=True)
+                timings = Timings(hash=t_hash, feature_cache_hit=True, start_up=start_up)
                 return hit.features, hit.timestamps.numpy(), thumbs, summary, timings
-        else:
-            t_hash = 0.0
-        t1 = time.perf_counter()
-        sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
-        t2 = time.perf_counter()
-        features = self.frame_encoder.encode(sampled.frames)
-        t3 = time.perf_counter()
+        stream = stream_frames(
+            video,
+            num_frames=num_frames,
+            limits=self.video_limits,
+            size=DECODE_SHORT_SIDE,
+            decoder_threads=decoder_threads_for(encoder),
+        )
+        features, t_encode = encode_stream(encoder, stream)
+        sampled = SampledFrames(stream.frames, stream.timestamps_s, stream.indices, stream.info)
+        summary, thumbs = self._remember(key, features, sampled)
+        timings = Timings(
+            hash=t_hash, probe_decode=stream.decode_seconds or 0.0, image_encoder=t_encode, start_up=start_up
+        )
+        return features, sampled.timestamps_s, thumbs, summary, timings
+
+    def _remember(
+        self, key: FeatureKey | None, features: torch.Tensor, sampled: SampledFrames
+    ) -> tuple[VideoSummary, np.ndarray]:
+        """The video's summary and thumbnails, all of it put in the feature cache under ``key``."""
         info = sampled.info
         summary = VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames)
         thumbs = _thumbnails(sampled.frames)
@@ -285,8 +345,7 @@ class Predictor:
                 self.feature_cache.put(key, features, sampled.timestamps_s, thumbs, {"video": summary.__dict__})
             except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
                 log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
-        timings = Timings(hash=t_hash, probe_decode=t2 - t1, image_encoder=t3 - t2)
-        return features, np.asarray(sampled.timestamps_s, dtype=np.float64), thumbs, summary, timings
+        return summary, thumbs
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -349,6 +408,7 @@ class Predictor:
         top_k: int,
     ) -> Prediction:
         question, options = check_question(question, options, self.task)
+        start_up = self._start_up()
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
             raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
@@ -387,7 +447,7 @@ class Predictor:
             events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),
             answer_to_frames=out.focus.answer_to_frames[row][:num_frames].float().cpu().numpy(),
         )
-        timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0)
+        timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0 + start_up, start_up=start_up)
         return Prediction(answer, answer_index, shown, shown_probs, events, attention, timings)
 
     def _events(

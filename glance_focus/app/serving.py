@@ -28,7 +28,7 @@ def warm_up(models: Models, examples: Sequence[Example]) -> None:
         if models.default is None:
             return
         predictor = models.predictor(models.default)
-        predictor.warm_up()
+        predictor.warm_up(first_calls=not zero_gpu())
         if zero_gpu():
             return
         for video in dict.fromkeys(example.video for example in examples):
