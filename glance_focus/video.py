@@ -371,8 +371,8 @@ class FrameStream:
     """The sampled frames of one video, filled in while a decoder produces them.
 
     ``info``, ``indices`` ``[N]``, ``timestamps_s`` ``[N]`` and ``strategy`` are known from the
-    start; ``frames`` ``[N, H, W, 3]`` uint8 holds valid frames in ``[0, decoded)``.
-    :meth:`batches` yields the newly decoded frames as they come; :meth:`result` waits for all.
+    start; ``frames`` ``[N, H, W, 3]`` uint8 holds valid frames in ``[0, decoded)``, and
+    :meth:`poll` takes in the ones decoded since; :meth:`result` waits for all.
     """
 
     def __init__(self, source: _WorkerFrames | _LocalFrames) -> None:
@@ -405,19 +405,6 @@ class FrameStream:
         if not self.done:
             self.decoded = self._source.advance(self.frames, self.decoded, block)
         return self.decoded
-
-    def batches(self, max_frames: int, min_frames: int = 1) -> Iterator[np.ndarray]:
-        """Yield the frames in order, as views ``[n, H, W, 3]`` of :attr:`frames`, each batch all the
-        frames decoded and not yet yielded (``min_frames`` <= n <= ``max_frames``, fewer at the end)."""
-        if max_frames < 1 or min_frames < 1:
-            raise ValueError("max_frames and min_frames must be positive")
-        start = 0
-        while start < len(self):
-            while self.poll() - start < min(min_frames, len(self) - start):
-                self.poll(block=True)
-            end = min(self.decoded, start + max_frames)
-            yield self.frames[start:end]
-            start = end
 
     def result(self) -> SampledFrames:
         """Wait for every frame; the whole sample."""

@@ -160,10 +160,13 @@ def test_stream_delivers_the_sample_in_order(pool: VideoWorkerPool, bunny: Path)
         # What the probe knows is there before the frames.
         assert stream.info == whole.info and len(stream) == 24
         np.testing.assert_array_equal(stream.timestamps_s, whole.timestamps_s)
-        batches = list(stream.batches(max_frames=5, min_frames=2))
+        seen = [stream.poll()]
+        while not stream.done:
+            seen.append(stream.poll(block=True))
+            # Every frame counted as decoded is final.
+            np.testing.assert_array_equal(stream.frames[: seen[-1]], whole.frames[: seen[-1]])
         assert stream.decode_seconds is not None and stream.decode_seconds > 0
-    assert all(len(batch) <= 5 for batch in batches) and all(len(batch) >= 2 for batch in batches[:-1])
-    np.testing.assert_array_equal(np.concatenate(batches), whole.frames)
+    assert seen == sorted(seen) and seen[-1] == 24
     np.testing.assert_array_equal(stream.result().frames, whole.frames)
     local = stream_frames(bunny, num_frames=24, size=64, in_process=True)
     np.testing.assert_array_equal(local.result().frames, whole.frames)
@@ -172,7 +175,7 @@ def test_stream_delivers_the_sample_in_order(pool: VideoWorkerPool, bunny: Path)
 def test_stream_left_early_frees_its_worker(bikes: Path) -> None:
     with VideoWorkerPool(max_workers=1) as workers:
         with stream_frames(bikes, num_frames=16, size=32, pool=workers) as stream:
-            next(stream.batches(max_frames=1))
+            stream.poll(block=True)
         # The only worker is free again, and nothing is left in the scratch folder.
         assert workers.sample(bikes, num_frames=2, size=16).frames.shape == (2, 16, 38, 3)
         assert not list(Path(workers._tmpdir).glob("*.npy"))
