@@ -291,13 +291,15 @@ class Predictor:
         options = None if self.task == "open_ended" else ["yes", "no"]
         self._predict_features(features, "What happens?", options, duration_s=1.0, frame_times_s=None, top_k=1)
 
-    def _start_up(self) -> float:
-        """Build the encoders if they are not yet (seconds it took: a one-time cost)."""
-        if self._frame_encoder is not None and self._text is not None:
-            return 0.0
+    def _start_up(self, *, frame: bool = False, text: bool = False) -> float:
+        """Build the named encoders if they are not yet (seconds it took: a one-time cost)."""
         started = time.perf_counter()
-        _ = self.frame_encoder, self.text
-        return time.perf_counter() - started
+        built = False
+        if frame and self._frame_encoder is None:
+            _, built = self.frame_encoder, True
+        if text and self._text is None:
+            _, built = self.text, True
+        return time.perf_counter() - started if built else 0.0
 
     # ------------------------------------------------------------------ features
     def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
@@ -306,7 +308,7 @@ class Predictor:
         Frames are encoded while the decoding worker decodes the later ones (overlap).
         """
         num_frames = num_frames or self.info.num_frames
-        start_up = self._start_up()
+        start_up = self._start_up(frame=True)
         encoder = self.frame_encoder
         key, t_hash = None, 0.0
         if self.feature_cache is not None:
@@ -373,6 +375,7 @@ class Predictor:
             timings,
             text_encoder=result.timings.text_encoder,
             model=result.timings.model,
+            start_up=timings.start_up + result.timings.start_up,
             total=time.perf_counter() - started,
         )
         return replace(result, timings=timings, video=summary, thumbnails=thumbs)
@@ -409,7 +412,7 @@ class Predictor:
         top_k: int,
     ) -> Prediction:
         question, options = check_question(question, options, self.task)
-        start_up = self._start_up()
+        start_up = self._start_up(text=True)
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
             raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
