@@ -32,7 +32,12 @@ from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_devi
 from glance_focus.evaluation import checkpoint_text_features
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
-from glance_focus.overlap import BATCH_WHILE_DECODING, decoder_threads_for, encode_stream, intra_op_threads
+from glance_focus.overlap import (
+    BATCH_WHILE_DECODING,
+    encode_cost_for,
+    encode_stream,
+    intra_op_threads,
+)
 from glance_focus.spans import spans_to_se
 from glance_focus.text_features import TextFeatureCache, question_sequences
 from glance_focus.video import (
@@ -326,7 +331,7 @@ class Predictor:
             num_frames=num_frames,
             limits=self.video_limits,
             size=DECODE_SHORT_SIDE,
-            decoder_threads=decoder_threads_for(encoder),
+            encode_cost=encode_cost_for(encoder),  # on the CPU: decoder threads by the work (overlap)
         )
         features, t_encode = encode_stream(encoder, stream)
         sampled = SampledFrames(stream.frames, stream.timestamps_s, stream.indices, stream.info)

@@ -283,6 +283,18 @@ def choose_decode_strategy(key_indices: np.ndarray, indices: np.ndarray) -> Lite
     return "sequential" if costs["sequential"] < costs["seek"] else "seek"
 
 
+def decoder_threads_beside_encoder(decode_frames: float, megapixels: float, samples: int, encode_cost: float) -> int:
+    """Decoder threads for a decode that runs beside a CPU encoder: 1 while decoding is the smaller
+    job (the encoder keeps the other cores), 0 (every core) when decoding ``decode_frames`` frames of
+    ``megapixels`` costs more than encoding the ``samples`` frames, each ``encode_cost`` frames of
+    one megapixel decoded on one thread (a high-resolution video, a light encoder).
+
+    >>> decoder_threads_beside_encoder(1800, 0.23, 32, 35.0), decoder_threads_beside_encoder(1800, 0.92, 32, 35.0)
+    (1, 0)
+    """
+    return 1 if decode_frames * megapixels <= samples * encode_cost else 0
+
+
 def probe_video(
     path: str | os.PathLike[str],
     limits: VideoLimits = DEFAULT_LIMITS,
@@ -349,6 +361,7 @@ def stream_frames(
     *,
     strategy: DecodeStrategy = "auto",
     decoder_threads: int = 0,
+    encode_cost: float | None = None,
     in_process: bool = False,
     pool: VideoWorkerPool | None = None,
 ) -> FrameStream:
@@ -357,21 +370,29 @@ def stream_frames(
     where each frame is decoded when the stream is asked for it). Use the stream as a context
     manager: leaving it early waits for the worker to finish (bounded by the time limit).
 
+    ``encode_cost``: the frames feed a CPU encoder costing this much per frame (in frames of one
+    megapixel decoded on one thread); the decoder threads are then chosen once the video is
+    probed (:func:`decoder_threads_beside_encoder`) instead of ``decoder_threads``.
+
     Raises like :func:`sample_frames` for a video that fails a check; a video that fails part way
     raises from the stream.
     """
     _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads)
+    if encode_cost is not None and not encode_cost > 0:
+        raise ValueError(f"encode_cost must be positive, got {encode_cost}")
     if in_process:
-        plan = _plan_sampling(os.fspath(path), num_frames, fps, limits, size, _no_log, strategy, decoder_threads)
+        plan = _plan_sampling(
+            os.fspath(path), num_frames, fps, limits, size, _no_log, strategy, decoder_threads, encode_cost
+        )
         return FrameStream(_LocalFrames(plan))
-    return (pool or default_pool()).stream(path, num_frames, fps, limits, size, strategy, decoder_threads)
+    return (pool or default_pool()).stream(path, num_frames, fps, limits, size, strategy, decoder_threads, encode_cost)
 
 
 class FrameStream:
     """The sampled frames of one video, filled in while a decoder produces them.
 
-    ``info``, ``indices`` ``[N]``, ``timestamps_s`` ``[N]`` and ``strategy`` are known from the
-    start; ``frames`` ``[N, H, W, 3]`` uint8 holds valid frames in ``[0, decoded)``, and
+    ``info``, ``indices`` ``[N]``, ``timestamps_s`` ``[N]``, ``strategy`` and ``decoder_threads``
+    are known from the start; ``frames`` ``[N, H, W, 3]`` uint8 holds valid frames in ``[0, decoded)``, and
     :meth:`poll` takes in the ones decoded since; :meth:`result` waits for all.
     """
 
@@ -382,6 +403,7 @@ class FrameStream:
         self.indices = np.asarray(header["indices"], dtype=np.int64)
         self.timestamps_s = np.asarray(header["timestamps_s"], dtype=np.float64)
         self.strategy: str = header["strategy"]
+        self.decoder_threads: int = header["threads"]
         self.frames = np.empty(tuple(header["shape"]), dtype=np.uint8)
         self.decoded = 0
         self._closed = False
@@ -543,9 +565,11 @@ class VideoWorkerPool:
         size: int | None = None,
         strategy: DecodeStrategy = "auto",
         decoder_threads: int = 0,
+        encode_cost: float | None = None,
     ) -> FrameStream:
         """:func:`stream_frames` in a worker; the worker stays busy until the stream is closed."""
         request, path = self._sample_request(path, num_frames, fps, limits, size, strategy, decoder_threads, True)
+        request["encode_cost"] = encode_cost
         worker = self._acquire()
         try:
             source = _WorkerFrames(worker, request, os.path.basename(path), limits, self._release)
@@ -580,6 +604,7 @@ class VideoWorkerPool:
             "strategy": strategy,
             "threads": decoder_threads,
             "stream": stream,
+            "encode_cost": None,
             "limits": dataclasses.asdict(limits),
             "out": os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy"),
         }
@@ -981,6 +1006,7 @@ def _serve(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> d
         _worker_log,
         request["strategy"],
         request["threads"],
+        request["encode_cost"],
     )
     frames = _create_npy(request["out"], plan.shape, request["path"])
     if request["stream"]:
@@ -1236,6 +1262,7 @@ class _Plan:
     timestamps_s: np.ndarray
     shape: tuple[int, int, int, int]
     strategy: Literal["seek", "sequential"]
+    threads: int
 
     def header(self) -> dict[str, Any]:
         """The plan as JSON (what a worker tells its caller before the first frame)."""
@@ -1245,6 +1272,7 @@ class _Plan:
             "timestamps_s": self.timestamps_s.tolist(),
             "shape": list(self.shape),
             "strategy": self.strategy,
+            "threads": self.threads,
         }
 
 
@@ -1257,8 +1285,11 @@ def _plan_sampling(
     ffmpeg_log: Callable[[], str],
     strategy: DecodeStrategy = "auto",
     threads: int = 0,
+    encode_cost: float | None = None,
 ) -> _Plan:
-    """Check and probe ``path``, choose the frames, check their memory, open the reader that decodes them."""
+    """Check and probe ``path``, choose the frames, check their memory, open the reader that decodes
+    them (with ``threads`` decoder threads, or, given an ``encode_cost``, as many as
+    :func:`decoder_threads_beside_encoder` says)."""
     path, file_bytes = _check_file(path, limits)
     name = os.path.basename(path)
     reader = _open_reader(path, ffmpeg_log, threads=threads)
@@ -1274,13 +1305,19 @@ def _plan_sampling(
             f"{count} frames of {out_width}x{out_height} from '{name}' need {count * frame_bytes / _MB:.0f} MB; "
             f"the limit is {limits.max_decode_memory_bytes / _MB:.0f} MB. Sample fewer frames or a smaller size."
         )
-    if (out_height, out_width) != (info.height, info.width):
+    key_indices = np.asarray(reader.get_key_indices())
+    if strategy == "auto":
+        strategy = choose_decode_strategy(key_indices, indices)
+    probe_threads = threads
+    if encode_cost is not None:
+        decode_frames = decode_costs(key_indices, indices)[strategy]
+        threads = decoder_threads_beside_encoder(decode_frames, info.width * info.height / 1e6, count, encode_cost)
+    if (out_height, out_width) != (info.height, info.width) or threads != probe_threads:
         reader = _open_reader(path, ffmpeg_log, width=out_width, height=out_height, threads=threads)
     else:
         reader.seek(0)  # the probe read the first frame
-    if strategy == "auto":
-        strategy = choose_decode_strategy(np.asarray(reader.get_key_indices()), indices)
-    return _Plan(reader, path, info, indices, starts[indices], (count, out_height, out_width, 3), strategy)
+    shape = (count, out_height, out_width, 3)
+    return _Plan(reader, path, info, indices, starts[indices], shape, strategy, threads)
 
 
 def _decode_into(plan: _Plan, frames: np.ndarray) -> Iterator[int]:

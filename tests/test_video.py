@@ -172,6 +172,16 @@ def test_stream_delivers_the_sample_in_order(pool: VideoWorkerPool, bunny: Path)
     np.testing.assert_array_equal(local.result().frames, whole.frames)
 
 
+def test_stream_beside_an_encoder_picks_its_decoder_threads(pool: VideoWorkerPool, bunny: Path) -> None:
+    whole = sample_frames(bunny, num_frames=6, size=32, pool=pool)
+    # A heavy encoder leaves the decoder one thread; beside a light one decoding is the larger
+    # job and the decoder takes every core (0: FFmpeg's choice). The frames are the same.
+    for encode_cost, threads in ((1e6, 1), (1e-3, 0)):
+        with stream_frames(bunny, num_frames=6, size=32, encode_cost=encode_cost, pool=pool) as stream:
+            assert stream.decoder_threads == threads
+            np.testing.assert_array_equal(stream.result().frames, whole.frames)
+
+
 def test_stream_left_early_frees_its_worker(bikes: Path) -> None:
     with VideoWorkerPool(max_workers=1) as workers:
         with stream_frames(bikes, num_frames=16, size=32, pool=workers) as stream:
