@@ -35,4 +35,4 @@ if not torch.cuda.is_available():
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}, {os.cpu_count()} CPUs")
 PY
 cd "$ROOT"
-timeout 280 "$PYTHON" benchmarks/bench_pipeline.py --device cuda --repeats 3 --extract-videos 8 "$@"
+timeout 280 "$PYTHON" benchmarks/bench_pipeline.py --device cuda --repeats 3 "$@"

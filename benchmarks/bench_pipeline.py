@@ -163,7 +163,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--dense-frames", type=int, default=256, help="the dense sample of the decoding-order test")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--extract-videos", type=int, default=4)
+    parser.add_argument("--extract-videos", type=int, default=8, help="videos for the extraction figure")
     parser.add_argument(
         "--gpu-batches", type=lambda t: parse_list(t, int), default=[32, 128, 512], help="encoder sweep batch sizes"
     )

@@ -63,9 +63,9 @@ class QABatch:
         )
 
 
-def event_targets_for(split: DatasetSplit, video_id: str, max_events: int, span_format: str) -> tuple[Tensor, Tensor]:
-    """Ground-truth (labels ``[n]``, spans ``[n, 2]``) of a video, at most ``max_events`` (earliest first)."""
-    video = split.events.get(video_id)
+def event_targets_for(split: DatasetSplit, clip_id: str, max_events: int, span_format: str) -> tuple[Tensor, Tensor]:
+    """Ground-truth (labels ``[n]``, spans ``[n, 2]``) of a clip, at most ``max_events`` (earliest first)."""
+    video = split.events.get(clip_id)
     if video is None or not video.events:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, 2)
     labels = torch.tensor([e.label for e in video.events[:max_events]], dtype=torch.long)
@@ -74,15 +74,15 @@ def event_targets_for(split: DatasetSplit, video_id: str, max_events: int, span_
 
 
 class VideoQADataset(Dataset[QAItem]):
-    """Questions of a split with their video's features."""
+    """Questions of a split with their clip's features and events (by :attr:`QAExample.clip_id`)."""
 
     def __init__(
         self, split: DatasetSplit, features: FeatureStore, num_frames: int, max_events: int, span_format: str
     ) -> None:
-        missing = sorted({ex.video_id for ex in split.examples} - set(features.keys()))
+        missing = sorted({ex.clip_id for ex in split.examples} - set(features.keys()))
         if missing:
             raise ValueError(
-                f"{len(missing)} videos of {split.name}/{split.split} have no features in {features.path} "
+                f"{len(missing)} clips of {split.name}/{split.split} have no features in {features.path} "
                 f"(first: {missing[:3]}); run train/extract_features.py"
             )
         self.split = split
@@ -96,8 +96,8 @@ class VideoQADataset(Dataset[QAItem]):
 
     def __getitem__(self, index: int) -> QAItem:
         example: QAExample = self.split.examples[index]
-        sampled = sample_features(self.features[example.video_id], self.num_frames)
-        labels, spans = event_targets_for(self.split, example.video_id, self.max_events, self.span_format)
+        sampled = sample_features(self.features[example.clip_id], self.num_frames)
+        labels, spans = event_targets_for(self.split, example.clip_id, self.max_events, self.span_format)
         return QAItem(
             index=index,
             features=sampled.features,

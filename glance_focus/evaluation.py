@@ -43,6 +43,8 @@ class PredictedEvent:
 class ExamplePrediction:
     question_id: str
     video_id: str
+    clip_id: str
+    """Key of the question's features and events (:attr:`QAExample.clip_id`)."""
     question_type: str
     prediction: int
     answer: int | None
@@ -157,15 +159,16 @@ def evaluate_split(
             predictions[index] = ExamplePrediction(
                 question_id=example.question_id,
                 video_id=example.video_id,
+                clip_id=example.clip_id,
                 question_type=example.question_type,
                 prediction=int(probs.argmax()),
                 answer=example.answer,
                 probabilities=[round(float(p), 6) for p in probs],
                 events=_predicted_events(logits[row], spans_se[row], order[row]),
             )
-            if example.video_id in seen_videos:
+            if example.clip_id in seen_videos:  # event quality counts each clip once
                 continue
-            seen_videos.add(example.video_id)
+            seen_videos.add(example.clip_id)
             pred_idx, tgt_idx = matching.pairs[row]
             if len(tgt_idx):
                 iou = temporal_iou_se(spans_se[row, pred_idx], targets_se[row, tgt_idx]).diagonal()

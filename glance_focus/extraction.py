@@ -1,4 +1,7 @@
-"""Batch frame-feature extraction: a set of videos -> one safetensors file ``video_id -> [T, F]``.
+"""Batch frame-feature extraction: a set of videos -> one safetensors file ``clip_id -> [T, F]``.
+
+A clip is a whole video, or a window of one (STAR: each question's window, keyed by question id);
+a window's frames are sampled from its own frame range, decoded frame-accurately.
 
 Decoding runs in DataLoader worker processes that stay ahead of the encoder (a bounded queue of
 decoded videos) while the main process encodes, so the two overlap. On the CPU the decoders get one
@@ -94,14 +97,20 @@ class ExtractionResult:
 
 
 class _DecodeDataset(Dataset):
-    """Decodes one video per item in a DataLoader worker: (video id, frames uint8 [N,H,W,3] or error)."""
+    """Decodes one clip per item in a DataLoader worker: (clip id, frames uint8 [N,H,W,3] or error)."""
 
     def __init__(
-        self, items: list[tuple[str, Path]], num_frames: int, limits: VideoLimits, decoder_threads: int = 0
+        self,
+        items: list[tuple[str, Path]],
+        num_frames: int,
+        limits: VideoLimits,
+        windows: Mapping[str, tuple[float, float]] | None = None,
+        decoder_threads: int = 0,
     ) -> None:
         self.items = items
         self.num_frames = num_frames
         self.limits = limits
+        self.windows = dict(windows or {})
         self.decoder_threads = decoder_threads
 
     def __len__(self) -> int:
@@ -115,6 +124,7 @@ class _DecodeDataset(Dataset):
                 num_frames=self.num_frames,
                 limits=self.limits,
                 size=DECODE_SHORT_SIDE,
+                window_s=self.windows.get(video_id),
                 decoder_threads=self.decoder_threads,
                 in_process=True,
             )
@@ -143,8 +153,12 @@ def extract_features(
     limits: VideoLimits | None = None,
     progress: bool = True,
     on_video: Callable[[str], None] | None = None,
+    windows: Mapping[str, tuple[float, float]] | None = None,
 ) -> ExtractionResult:
     """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``.
+
+    ``videos`` maps each clip id (the key written) to its video file; ``windows`` gives a clip's
+    ``(start, end)`` seconds in that file where it is not the whole video.
 
     Resumable: videos finished by an earlier (interrupted) run are not decoded again. Videos that
     fail to decode are reported in the result and left out of the file. Call on every rank under
@@ -161,7 +175,7 @@ def extract_features(
     skipped = len(mine) - len(todo)
     limits = limits or VideoLimits(max_frames_to_sample=max(num_frames, 1))
     loader = DataLoader(
-        _DecodeDataset(todo, num_frames, limits, decoder_threads_for(encoder) if workers else 0),
+        _DecodeDataset(todo, num_frames, limits, windows, decoder_threads_for(encoder) if workers else 0),
         batch_size=1,
         collate_fn=_first,
         num_workers=workers,
@@ -191,11 +205,13 @@ def extract_features(
         if on_video is not None:
             on_video(video_id)
 
-    encode = encode_single_threaded if lanes > 1 else FrameEncoder.encode
+    def encode(frames: torch.Tensor) -> torch.Tensor:
+        return encode_single_threaded(encoder, frames) if lanes > 1 else encoder.encode(frames)
+
     decoded = iter(loader)  # starts the decoding workers before any encoder thread exists
     with ThreadPoolExecutor(lanes, thread_name_prefix="extract-encode") as lane_pool:
         for video_id, frames, error in decoded:
-            encoding = None if frames is None else lane_pool.submit(encode, encoder, frames)
+            encoding = None if frames is None else lane_pool.submit(encode, frames)
             pending.append((video_id, encoding, error))
             while len(pending) > lanes:
                 finish()
@@ -240,16 +256,22 @@ def _single_thread_worker(_: int) -> None:
 
 
 def split_videos(split: DatasetSplit) -> tuple[dict[str, Path], list[str]]:
-    """The video files of a split's questions, and the ids whose file is missing."""
+    """The video file of each clip of a split's questions (by clip id), and the clip ids whose video
+    file is missing. Clips that are windows of their video: :func:`split_windows`."""
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for video_id in sorted({ex.video_id for ex in split.examples}):
+    for clip_id, (video_id, _) in split.clips().items():
         path = split.video_path(video_id)
         if path is None:
-            missing.append(video_id)
+            missing.append(clip_id)
         else:
-            found[video_id] = path
+            found[clip_id] = path
     return found, missing
+
+
+def split_windows(split: DatasetSplit) -> dict[str, tuple[float, float]]:
+    """Clip id -> its ``(start, end)`` seconds in its video, for the clips that are not a whole video."""
+    return {clip_id: window for clip_id, (_, window) in split.clips().items() if window is not None}
 
 
 def features_for_checkpoint(
@@ -271,7 +293,7 @@ def features_for_checkpoint(
         videos, missing = split_videos(split)
         if missing:
             raise ExtractionError(
-                f"{len(missing)} videos of {split.name}/{split.split} have neither a video file nor features "
+                f"{len(missing)} clips of {split.name}/{split.split} have neither a video file nor features "
                 f"(first: {missing[:3]})"
             )
         try:
@@ -289,7 +311,9 @@ def features_for_checkpoint(
             if on_video is not None:
                 on_video(done[0], len(videos))
 
-        result = extract_features(videos, path, encoder, info.num_frames, progress=False, on_video=count)
+        result = extract_features(
+            videos, path, encoder, info.num_frames, progress=False, on_video=count, windows=split_windows(split)
+        )
         if result.failed:
             raise ExtractionError(
                 f"{len(result.failed)} videos failed to decode: {dict(list(result.failed.items())[:3])}"

@@ -64,7 +64,7 @@ EVAL_BATCH_SIZE = 64
 their answers depend on how questions are batched: keep this equal to get equal numbers."""
 OPEN_ENDED_TOP_K = 5
 """Open-ended rows keep the probabilities of this many top answers (not the whole vocabulary)."""
-RUN_FORMAT = 1
+RUN_FORMAT = 2
 """Version of the stored run's JSON; a change makes older cached runs recompute."""
 
 Progress = Callable[[float, str], None]
@@ -183,6 +183,12 @@ class InspectionRow:
 
     question_id: str
     video_id: str
+    clip_id: str
+    """Key of the question's features and events: the video id, or the question id where each
+    question is about its own clip (STAR)."""
+    clip_window_s: tuple[float, float] | None
+    """Where the clip lies in the video file, (start, end) seconds; None for the whole video. Event
+    times and ``duration_s`` are relative to the clip."""
     question_type: str
     question: str
     options: tuple[str, ...]
@@ -223,6 +229,8 @@ class InspectionRow:
         values = dict(data)
         for key in ("options", "choices", "probabilities"):
             values[key] = tuple(values[key])
+        if values["clip_window_s"] is not None:
+            values["clip_window_s"] = tuple(values["clip_window_s"])
         for key in ("predicted_events", "gt_events"):
             values[key] = tuple(EventSpan(**e) for e in values[key])
         return cls(**values)
@@ -493,7 +501,7 @@ def _rows(predictions: Sequence[ExamplePrediction], split: DatasetSplit, info: C
             texts = vocab
             choices = tuple(_name_at(vocab, i) for i in top)
             probabilities = tuple(p.probabilities[i] for i in top)
-        video = split.events.get(p.video_id)
+        video = split.events.get(p.clip_id)
         gt: tuple[EventSpan, ...] = ()
         if video is not None:
             spans = video.spans_normalized()
@@ -505,6 +513,8 @@ def _rows(predictions: Sequence[ExamplePrediction], split: DatasetSplit, info: C
             InspectionRow(
                 question_id=p.question_id,
                 video_id=p.video_id,
+                clip_id=p.clip_id,
+                clip_window_s=example.interval if example.clip_id != example.video_id else None,
                 question_type=p.question_type,
                 question=example.question,
                 options=example.options,
@@ -776,7 +786,7 @@ def example_detail(run: InspectionRun, question_id: str, attention: bool = True)
         return ExampleDetail(row, row.duration_s, video_path, None)
     predictor = predictor_for(run)
     store = _FEATURE_STORES.get(run.features_path, lambda: FeatureStore(run.features_path))
-    sampled = sample_features(store[row.video_id], predictor.info.num_frames, normalized=True)
+    sampled = sample_features(store[row.clip_id], predictor.info.num_frames, normalized=True)
     valid = ~sampled.padding
     duration = row.duration_s or 1.0
     try:
@@ -805,6 +815,8 @@ EXPORT_COLUMNS = (
     "question_id",
     "question_type",
     "video_id",
+    "clip_id",
+    "clip_window_s",
     "question",
     "options",
     "predicted",
@@ -833,6 +845,8 @@ def _export_record(row: InspectionRow) -> dict[str, Any]:
         "question_id": row.question_id,
         "question_type": row.question_type,
         "video_id": row.video_id,
+        "clip_id": row.clip_id,
+        "clip_window_s": list(row.clip_window_s) if row.clip_window_s is not None else None,
         "question": row.question,
         "options": list(row.options),
         "predicted": row.predicted,

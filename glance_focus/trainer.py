@@ -264,10 +264,10 @@ def prepare(config: TrainConfig, device: torch.device) -> Experiment:
 
 
 def feature_statistics(data: VideoQADataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and standard deviation ``[F]`` over every frame of the split's videos."""
+    """Per-dimension mean and standard deviation ``[F]`` over every frame of the split's clips."""
     total, total_sq, count = None, None, 0
-    for video_id in sorted({ex.video_id for ex in data.split.examples}):
-        feats = data.features[video_id].double()  # (T, F)
+    for clip_id in sorted({ex.clip_id for ex in data.split.examples}):
+        feats = data.features[clip_id].double()  # (T, F)
         total = feats.sum(0) if total is None else total + feats.sum(0)
         total_sq = (feats**2).sum(0) if total_sq is None else total_sq + (feats**2).sum(0)
         count += feats.shape[0]

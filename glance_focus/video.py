@@ -16,7 +16,9 @@ log also names the reason a container could not be opened.
 
 Uniform sampling takes ``N`` frames at the centres of ``N`` equal segments of the frame
 range, frame ``floor((j + 0.5) * T / N)`` for ``j = 0 .. N-1`` (see :func:`uniform_indices`);
-sampling at a rate is the same with ``N = round(duration_s * fps)``.
+sampling at a rate is the same with ``N = round(duration_s * fps)``. With a time window the
+frame range is the frames that start inside the window, chosen by their timestamps and decoded
+by index, so a window's first frame is exact (not the keyframe before it, as with a stream copy).
 
 Frames can also be consumed while they are decoded (:func:`stream_frames`, a
 :class:`FrameStream`): the worker writes each frame into a shared file and reports it, so a caller
@@ -319,12 +321,13 @@ def sample_frames(
     limits: VideoLimits = DEFAULT_LIMITS,
     size: int | None = None,
     *,
+    window_s: tuple[float, float] | None = None,
     strategy: DecodeStrategy = "auto",
     decoder_threads: int = 0,
     in_process: bool = False,
     pool: VideoWorkerPool | None = None,
 ) -> SampledFrames:
-    """Probe a video, then decode frames sampled uniformly over its whole length.
+    """Probe a video, then decode frames sampled uniformly over its whole length or a window.
 
     Args:
         path: the video file; its extension is ignored (the container is recognised by content).
@@ -335,6 +338,8 @@ def sample_frames(
         limits: bounds checked before decoding; see :class:`VideoLimits`.
         size: resize so the short side is ``size`` pixels (aspect kept) during decoding, which
             bounds memory; None keeps the original size.
+        window_s: sample only the frames starting in ``[start, end)`` seconds from the first
+            frame (a clip of the video; ``fps`` then counts the window's length); None: all.
         strategy: decoding order, ``"seek"``, ``"sequential"`` or ``"auto"`` (the cheaper for
             this video by :func:`choose_decode_strategy`); the frames are the same.
         decoder_threads: FFmpeg decoder threads; 0 lets FFmpeg use every core.
@@ -342,14 +347,26 @@ def sample_frames(
         pool: the workers to use; default :func:`default_pool`.
 
     Exactly one of ``num_frames`` and ``fps`` must be given (ValueError otherwise).
-    Raises a :class:`VideoError` subclass for a video that fails a check or does not decode.
+    Raises a :class:`VideoError` subclass for a video that fails a check or does not decode,
+    or whose window holds no frame.
     """
-    _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads)
+    _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads, window_s)
     if in_process:
         return _sample_local(
-            os.fspath(path), num_frames, fps, limits, size, _allocate_in_memory, _no_log, strategy, decoder_threads
+            os.fspath(path),
+            num_frames,
+            fps,
+            limits,
+            size,
+            _allocate_in_memory,
+            _no_log,
+            strategy,
+            decoder_threads,
+            window_s,
         )
-    return (pool or default_pool()).sample(path, num_frames, fps, limits, size, strategy, decoder_threads)
+    return (pool or default_pool()).sample(
+        path, num_frames, fps, limits, size, strategy, decoder_threads, window_s=window_s
+    )
 
 
 def stream_frames(
@@ -359,6 +376,7 @@ def stream_frames(
     limits: VideoLimits = DEFAULT_LIMITS,
     size: int | None = None,
     *,
+    window_s: tuple[float, float] | None = None,
     strategy: DecodeStrategy = "auto",
     decoder_threads: int = 0,
     encode_cost: float | None = None,
@@ -377,15 +395,17 @@ def stream_frames(
     Raises like :func:`sample_frames` for a video that fails a check; a video that fails part way
     raises from the stream.
     """
-    _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads)
+    _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads, window_s)
     if encode_cost is not None and not encode_cost > 0:
         raise ValueError(f"encode_cost must be positive, got {encode_cost}")
     if in_process:
         plan = _plan_sampling(
-            os.fspath(path), num_frames, fps, limits, size, _no_log, strategy, decoder_threads, encode_cost
+            os.fspath(path), num_frames, fps, limits, size, _no_log, strategy, decoder_threads, encode_cost, window_s
         )
         return FrameStream(_LocalFrames(plan))
-    return (pool or default_pool()).stream(path, num_frames, fps, limits, size, strategy, decoder_threads, encode_cost)
+    return (pool or default_pool()).stream(
+        path, num_frames, fps, limits, size, strategy, decoder_threads, encode_cost, window_s=window_s
+    )
 
 
 class FrameStream:
@@ -540,9 +560,13 @@ class VideoWorkerPool:
         size: int | None = None,
         strategy: DecodeStrategy = "auto",
         decoder_threads: int = 0,
+        *,
+        window_s: tuple[float, float] | None = None,
     ) -> SampledFrames:
         """:func:`sample_frames` in a worker."""
-        request, path = self._sample_request(path, num_frames, fps, limits, size, strategy, decoder_threads, False)
+        request, path = self._sample_request(
+            path, num_frames, fps, limits, size, strategy, decoder_threads, window_s, False
+        )
         try:
             reply = self._call(request, path, limits)
             frames = np.load(request["out"])
@@ -566,9 +590,13 @@ class VideoWorkerPool:
         strategy: DecodeStrategy = "auto",
         decoder_threads: int = 0,
         encode_cost: float | None = None,
+        *,
+        window_s: tuple[float, float] | None = None,
     ) -> FrameStream:
         """:func:`stream_frames` in a worker; the worker stays busy until the stream is closed."""
-        request, path = self._sample_request(path, num_frames, fps, limits, size, strategy, decoder_threads, True)
+        request, path = self._sample_request(
+            path, num_frames, fps, limits, size, strategy, decoder_threads, window_s, True
+        )
         request["encode_cost"] = encode_cost
         worker = self._acquire()
         try:
@@ -589,9 +617,10 @@ class VideoWorkerPool:
         size: int | None,
         strategy: DecodeStrategy,
         decoder_threads: int,
+        window_s: tuple[float, float] | None,
         stream: bool,
     ) -> tuple[dict[str, Any], str]:
-        _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads)
+        _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads, window_s)
         # The cheap file checks run here too, so that no FIFO, directory or missing path
         # ever reaches a worker.
         path = _check_file(os.path.abspath(path), limits)[0]
@@ -601,6 +630,7 @@ class VideoWorkerPool:
             "num_frames": num_frames,
             "fps": fps,
             "size": size,
+            "window_s": None if window_s is None else list(window_s),
             "strategy": strategy,
             "threads": decoder_threads,
             "stream": stream,
@@ -1007,6 +1037,7 @@ def _serve(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> d
         request["strategy"],
         request["threads"],
         request["encode_cost"],
+        None if request["window_s"] is None else (float(request["window_s"][0]), float(request["window_s"][1])),
     )
     frames = _create_npy(request["out"], plan.shape, request["path"])
     if request["stream"]:
@@ -1057,6 +1088,7 @@ def _check_arguments(
     limits: VideoLimits,
     strategy: str = "auto",
     threads: int = 0,
+    window_s: tuple[float, float] | None = None,
 ) -> None:
     if strategy not in ("auto", "seek", "sequential"):
         raise ValueError(f"strategy must be 'auto', 'seek' or 'sequential', not {strategy!r}")
@@ -1070,6 +1102,10 @@ def _check_arguments(
         raise ValueError(f"fps must be a positive number, got {fps}")
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if window_s is not None and not (
+        len(window_s) == 2 and all(math.isfinite(t) for t in window_s) and 0 <= window_s[0] < window_s[1]
+    ):
+        raise ValueError(f"window_s must be (start, end) seconds with 0 <= start < end, got {window_s!r}")
 
 
 def _regular_file(path: str) -> tuple[str, int]:
@@ -1286,6 +1322,7 @@ def _plan_sampling(
     strategy: DecodeStrategy = "auto",
     threads: int = 0,
     encode_cost: float | None = None,
+    window_s: tuple[float, float] | None = None,
 ) -> _Plan:
     """Check and probe ``path``, choose the frames, check their memory, open the reader that decodes
     them (with ``threads`` decoder threads, or, given an ``encode_cost``, as many as
@@ -1295,9 +1332,19 @@ def _plan_sampling(
     reader = _open_reader(path, ffmpeg_log, threads=threads)
     info, starts = _probe_reader(reader, path, file_bytes, limits)
 
-    wanted = num_frames if num_frames is not None else max(1, round(info.duration_s * fps))
-    count = min(wanted, limits.max_frames_to_sample, info.num_frames)
-    indices = uniform_indices(info.num_frames, count)  # strictly increasing: count <= num_frames
+    first, available, span_s = 0, info.num_frames, info.duration_s
+    if window_s is not None:
+        inside = np.flatnonzero((starts >= window_s[0]) & (starts < window_s[1]))
+        if inside.size == 0:
+            raise NoFramesError(
+                f"'{name}' has no frame between {window_s[0]:.2f} s and {window_s[1]:.2f} s "
+                f"(the video lasts {info.duration_s:.2f} s)."
+            )
+        first, available = int(inside[0]), int(inside.size)
+        span_s = min(window_s[1], info.duration_s) - window_s[0]
+    wanted = num_frames if num_frames is not None else max(1, round(span_s * fps))
+    count = min(wanted, limits.max_frames_to_sample, available)
+    indices = first + uniform_indices(available, count)  # strictly increasing: count <= available
     out_height, out_width = _output_size(info.height, info.width, size)
     frame_bytes = out_height * out_width * 3
     if count * frame_bytes > limits.max_decode_memory_bytes:
@@ -1366,8 +1413,9 @@ def _sample_local(
     ffmpeg_log: Callable[[], str],
     strategy: DecodeStrategy = "auto",
     threads: int = 0,
+    window_s: tuple[float, float] | None = None,
 ) -> SampledFrames:
-    plan = _plan_sampling(path, num_frames, fps, limits, size, ffmpeg_log, strategy, threads)
+    plan = _plan_sampling(path, num_frames, fps, limits, size, ffmpeg_log, strategy, threads, None, window_s)
     frames = allocate(plan.shape)  # [N, H, W, 3]
     for _ in _decode_into(plan, frames):
         pass

@@ -339,7 +339,7 @@ def test_unknown_event_class_is_reported(tmp_path):
     root = copy_fixture("star", tmp_path)
     path = root / "txt_db" / "events.json"
     path.write_text(path.read_text().replace('"a002"', '"a099"'))
-    with pytest.raises(DataLayoutError, match=r"events\.json: video '4OKDR': action 0: class 'a099'"):
+    with pytest.raises(DataLayoutError, match=r"events\.json: entry '4OKDR': action 0: class 'a099'"):
         load_split("star", root, "train")
 
 

@@ -5,7 +5,10 @@
     python train/extract_features.py --videos DIR --out features.safetensors --encoder ViT-B-32:openai
 
 Decoding runs in worker processes, overlapped with encoding; finished videos are kept when the run
-is interrupted, so rerunning resumes. Several GPUs: ``torchrun --nproc_per_node=N train/extract_features.py ...``
+is interrupted, so rerunning resumes. Features are keyed as the dataset's reader looks them up: by
+video id, or for STAR questions by question id, each encoded from its question's window of the
+video (frame-accurate: the window's first frame is decoded exactly, not the keyframe before it).
+Several GPUs: ``torchrun --nproc_per_node=N train/extract_features.py ...``
 (each process takes every N-th video; rank 0 writes the file).
 """
 
@@ -24,7 +27,13 @@ from safetensors import SafetensorError
 from glance_focus.data.registry import DATASETS, load_split
 from glance_focus.data.types import VIDEO_EXTENSIONS
 from glance_focus.encoders import load_frame_encoder
-from glance_focus.extraction import assemble_features, extract_features, features_path_for, split_videos
+from glance_focus.extraction import (
+    assemble_features,
+    extract_features,
+    features_path_for,
+    split_videos,
+    split_windows,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group("nccl" if use_cuda else "gloo")
     encoder = load_frame_encoder(args.encoder, device=device, precision=args.precision)
     encoder.batch_size = args.batch_size
-    jobs: list[tuple[str, dict[str, Path], Path]] = []
+    jobs: list[tuple[str, dict[str, Path], Path, dict[str, tuple[float, float]]]] = []
     if args.videos:
-        jobs.append((str(args.videos), folder_videos(args.videos), args.out))
+        jobs.append((str(args.videos), folder_videos(args.videos), args.out, {}))
     else:
         for split_name in args.split:
             try:
@@ -85,14 +94,22 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             videos, missing = split_videos(split)
             if missing:
-                print(f"{split_name}: {len(missing)} videos have no file (first: {missing[:3]})", file=sys.stderr)
+                print(f"{split_name}: {len(missing)} clips have no video file (first: {missing[:3]})", file=sys.stderr)
             out = args.out or features_path_for(args.data, split_name, args.encoder)
-            jobs.append((split_name, videos, out))
+            jobs.append((split_name, videos, out, split_windows(split)))
     summary = {}
-    for name, videos, out in jobs:
+    for name, videos, out, windows in jobs:
         try:
             result = extract_features(
-                videos, out, encoder, args.num_frames, workers=args.workers, rank=rank, world=world, progress=rank == 0
+                videos,
+                out,
+                encoder,
+                args.num_frames,
+                workers=args.workers,
+                rank=rank,
+                world=world,
+                progress=rank == 0,
+                windows=windows,
             )
             if world > 1:
                 dist.barrier()

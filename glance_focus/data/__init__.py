@@ -5,7 +5,9 @@
 - the common types :class:`QAExample`, :class:`VideoEvents`, :class:`Event`,
   :class:`DatasetSplit` and the errors :class:`DataLayoutError`, :class:`MissingFileError`;
 - frame features: :class:`FeatureStore`, :func:`write_features`, :func:`sample_features`;
-- STAR's leaderboard file: :func:`write_star_submission`.
+- STAR's leaderboard file: :func:`write_star_submission`;
+- converters from each benchmark's official release files to these layouts:
+  :mod:`glance_focus.data.official` (``train/prepare_data.py``).
 """
 
 from .features import FeatureStore, SampledFeatures, find_features_file, sample_features, write_features

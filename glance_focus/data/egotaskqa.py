@@ -49,14 +49,16 @@ LEMMA_FPS = 24.0
 _PREFIX, _SUFFIX = "formatted_", "_qas_encode.json"
 
 
-def load_egotaskqa(root: str | Path, split: str) -> DatasetSplit:
+def load_egotaskqa(root: str | Path, split: str, *, txt_db: str | Path | None = None) -> DatasetSplit:
     """Read one split of an EgoTaskQA folder.
 
-    ``events.json`` is optional; when present, ``hois_full_trans.json`` must be too.
+    ``events.json`` is optional; when present, ``hois_full_trans.json`` must be too. ``txt_db``
+    is the folder holding the question and label files (default ``ROOT/txt_db``; the official
+    release folder holds them directly).
     """
     root = Path(root)
     check_split_name(split, "egotaskqa")
-    txt_db = root / "txt_db"
+    txt_db = Path(txt_db) if txt_db is not None else root / "txt_db"
     vocab = read_lines(txt_db / "answer_set.txt", LAYOUT)
     if not vocab:
         raise DataLayoutError(f"{txt_db / 'answer_set.txt'}: no answers")

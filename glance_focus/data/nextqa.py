@@ -8,7 +8,8 @@ videos).
 Both CSV headers in circulation are accepted: the official one
 (``video,frame_count,width,height,question,answer,qid,type,a0,...,a4``) and the reference
 code's, which names the first column ``video_id``. Videos are found through the official
-``map_vid_vidorid.json`` (video id -> ``"0000/2440175990"``) when it is present.
+``map_vid_vidorID.json`` (video id -> ``"0000/2440175990"``; also found in lower case) when it
+is present.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ LAYOUT = """NExT-QA layout:
   ROOT/txt_db/SPLIT_mc.csv (reference code) or ROOT/SPLIT.csv (official), SPLIT in train, val, test
       columns: video (or video_id), question, answer (option index), qid, type, a0..a4
       (frame_count, width, height optional)
-  ROOT/map_vid_vidorid.json or ROOT/txt_db/map_vid_vidorid.json   {video: "0000/2440175990"}  (optional)
+  ROOT/map_vid_vidorID.json or ROOT/txt_db/map_vid_vidorID.json   {video: "0000/2440175990"}  (optional)
   ROOT/features/SPLIT.safetensors or ROOT/features.safetensors                                (optional)
   ROOT/videos/  (files at the mapped path, or VIDEO.mp4)                                     (optional)"""
 
 NUM_OPTIONS = 5
+MAP_FILES = ("map_vid_vidorID.json", "map_vid_vidorid.json")
+"""The video map's official name (NExT-QA's repository), and the lower-case one."""
 _OPTION_COLUMNS = tuple(f"a{i}" for i in range(NUM_OPTIONS))
 
 
@@ -49,10 +52,7 @@ def load_nextqa(root: str | Path, split: str) -> DatasetSplit:
     check_split_name(split, "nextqa")
     csv_path = first_file([root / "txt_db" / f"{split}_mc.csv", root / f"{split}.csv"], LAYOUT)
     examples = _read_csv(csv_path)
-    map_path = next(
-        (p for p in (root / "map_vid_vidorid.json", root / "txt_db" / "map_vid_vidorid.json") if p.is_file()),
-        None,
-    )
+    map_path = next((p for d in (root, root / "txt_db") for name in MAP_FILES if (p := d / name).is_file()), None)
     video_files = _read_video_map(map_path) if map_path is not None else {}
     videos = root / "videos"
     return DatasetSplit(

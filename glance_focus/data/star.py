@@ -1,8 +1,18 @@
 """STAR (Wu et al., NeurIPS 2021) in the layout the reference code reads; also our synthetic world.
 
 Questions are multiple-choice (four options) of four types, named by the question id's prefix:
-``Interaction_T1_13`` is an Interaction question. The official test split hides its answers;
+``Interaction_T1_13`` is an Interaction question. The official test split hides its answers
+(its lines have no ``answer``, or the placeholder ``-1`` that ``train/prepare_data.py`` writes);
 predictions for it go to the leaderboard as the JSON :func:`write_star_submission` writes.
+
+**Clips.** Each STAR question is about a window ``[start, end]`` of a Charades video. The
+reference code keys the features file and ``events.json`` by **question id** (one clip per
+question, event times in seconds from the clip's start, ``duration`` the clip's length). Our
+synthetic world keys both by **video id** (every question is about the whole video). A split is
+read as question-keyed (:attr:`QAExample.clip_id` = question id) when ``events.json`` has
+entries under its question ids, or, without such entries, when its lines give the question's
+window (``start``, ``end``: what ``prepare_data.py`` writes); otherwise as video-keyed. An
+``events.json`` keyed both ways is refused.
 
 ``events.json`` and ``action_mapping.txt`` use STAR's form, which the reference's AGQA
 preprocessing (Charades events) shares, so :mod:`glance_focus.data.agqa` reads them with
@@ -11,6 +21,7 @@ preprocessing (Charades events) shares, so :mod:`glance_focus.data.agqa` reads t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 from collections.abc import Mapping
@@ -35,16 +46,23 @@ from .types import (
 LAYOUT = """STAR layout (the synthetic world writes it too):
   ROOT/txt_db/{train,val,test}.jsonl  one question per line: {"question_id": "Interaction_T1_13",
                                       "video_id": ..., "question": ..., "options": [4 strings],
-                                      "answer": option index (absent in test), "question_type": optional}
-  ROOT/txt_db/events.json             {video_id: {"duration": s, "actions": [[class, ..., start_s, end_s]]}}
-  ROOT/txt_db/action_mapping.txt      one class per line: "a000 Holding some clothes"
-  ROOT/features/SPLIT.safetensors, ROOT/features.safetensors or ROOT/vis_db/s3d.pth   (optional)
+                                      "answer": option index (absent or -1 in test), "question_type": optional,
+                                      "start": s, "end": s (the question's window in the video; optional)}
+  ROOT/txt_db/events.json             {question_id (STAR) or video_id (synthetic):
+                                         {"duration": s, "actions": [[class, ..., start_s, end_s]]}}
+  ROOT/txt_db/action_mapping.txt      one class per line: "a000 hold some clothes"
+  ROOT/features/SPLIT.safetensors, ROOT/features.safetensors or ROOT/vis_db/s3d.pth   (optional;
+                                      keyed like events.json)
   ROOT/videos/VIDEO_ID.mp4                                                            (optional)"""
 
 QUESTION_TYPES = ("Interaction", "Sequence", "Prediction", "Feasibility")
 """STAR's question types, in the order of its leaderboard submission file."""
 
 REFERENCE_FEATURES = ("vis_db/s3d.pth",)
+
+HIDDEN_ANSWER = -1
+"""The ``answer`` of a question whose answer is hidden (STAR test): not an option index, but an
+integer, so the reference loader's ``int(label)`` still reads the line."""
 
 
 def load_star(root: str | Path, split: str, *, name: str = "star") -> DatasetSplit:
@@ -57,16 +75,20 @@ def load_star(root: str | Path, split: str, *, name: str = "star") -> DatasetSpl
 
     A split whose lines have no ``answer`` (the official test split) loads with
     ``has_answers=False`` and every answer None. ``events.json`` is optional; when present,
-    ``action_mapping.txt`` must be too.
+    ``action_mapping.txt`` must be too. Whether features and events are keyed by question or by
+    video is decided as the module docstring says.
     """
     root = Path(root)
     check_split_name(split, name)
     txt_db = root / "txt_db"
-    examples = _read_questions(require_file(txt_db / f"{split}.jsonl", LAYOUT))
+    questions_path = require_file(txt_db / f"{split}.jsonl", LAYOUT)
+    examples = _read_questions(questions_path)
     has_answers = any(ex.answer is not None for ex in examples)
-    event_classes, events = read_event_labels(
-        txt_db / "events.json", txt_db / "action_mapping.txt", {ex.video_id for ex in examples}, LAYOUT
-    )
+    candidates = {ex.video_id for ex in examples} | {ex.question_id for ex in examples}
+    events_path = txt_db / "events.json"
+    event_classes, events = read_event_labels(events_path, txt_db / "action_mapping.txt", candidates, LAYOUT)
+    examples = _key_clips(examples, set(events), events_path)
+    events = {ex.clip_id: events[ex.clip_id] for ex in examples if ex.clip_id in events}
     videos = root / "videos"
     return DatasetSplit(
         name=name,
@@ -86,6 +108,21 @@ def load_star(root: str | Path, split: str, *, name: str = "star") -> DatasetSpl
 def available_splits(root: str | Path) -> list[str]:
     """The splits present in a STAR-layout folder (``txt_db/*.jsonl``)."""
     return ordered_splits(p.stem for p in (Path(root) / "txt_db").glob("*.jsonl"))
+
+
+def _key_clips(examples: list[QAExample], event_keys: set[str], events_path: Path) -> list[QAExample]:
+    """The examples with :attr:`QAExample.clip_id` set to the question id where the split is
+    question-keyed (see the module docstring), else unchanged (clip = video)."""
+    by_question = event_keys & {ex.question_id for ex in examples}
+    by_video = event_keys & {ex.video_id for ex in examples}
+    if by_question and by_video:
+        raise DataLayoutError(
+            f"{events_path}: keyed both by question id (e.g. {min(by_question)!r}) and by video id "
+            f"(e.g. {min(by_video)!r}); use one key for every entry"
+        )
+    if by_question or (not by_video and any(ex.interval is not None for ex in examples)):
+        return [dataclasses.replace(ex, clip_id=ex.question_id) for ex in examples]
+    return examples
 
 
 def _read_questions(path: Path) -> list[QAExample]:
@@ -134,12 +171,25 @@ def _parse_question(raw: dict[str, Any], where: str) -> QAExample:
         options=tuple(options),
         answer=_answer_index(raw.get("answer"), options, where),
         question_type=str(raw.get("question_type") or question_id.split("_")[0]),
+        interval=_window(raw, where),
     )
 
 
+def _window(raw: dict[str, Any], where: str) -> tuple[float, float] | None:
+    """The question's ``(start, end)`` in the video, from optional ``start`` and ``end`` keys."""
+    if "start" not in raw and "end" not in raw:
+        return None
+    start = _number(raw.get("start"), f"{where}: start")
+    end = _number(raw.get("end"), f"{where}: end")
+    if not 0 <= start < end:
+        raise DataLayoutError(f"{where}: window start {start} / end {end} is not 0 <= start < end")
+    return start, end
+
+
 def _answer_index(answer: Any, options: list[str], where: str) -> int | None:
-    """An option index from an int, a digit string or the text of one option."""
-    if answer is None:
+    """An option index from an int, a digit string or the text of one option; None where hidden
+    (absent, null, or :data:`HIDDEN_ANSWER`)."""
+    if answer is None or (answer == HIDDEN_ANSWER and not isinstance(answer, bool)):
         return None
     if isinstance(answer, str) and answer in options:
         return options.index(answer)
@@ -153,7 +203,7 @@ def _answer_index(answer: Any, options: list[str], where: str) -> int | None:
 def read_event_labels(
     events_path: Path, mapping_path: Path, video_ids: set[str], layout: str
 ) -> tuple[list[str], dict[str, VideoEvents]]:
-    """Event class names and the events of ``video_ids``, from STAR-form label files.
+    """Event class names and the events of ``video_ids`` (clip ids), from STAR-form label files.
 
     Without an events file there are no events (the class names are still read if the
     mapping exists); an events file without its action mapping raises :class:`MissingFileError`.
@@ -174,6 +224,9 @@ def read_event_labels(
 
 def _read_action_mapping(path: Path, layout: str) -> tuple[list[str], dict[str, int]]:
     """Read ``action_mapping.txt``: one ``"<code> <class name>"`` per line.
+
+    The last line counts whether or not it ends with a newline (the reference reads the file
+    with ``split('\\n')[:-1]``, which drops the last class of a file without a final newline).
 
     Returns:
         the class names (index = line) and each code's index (``{"a000": 0, ...}``).
@@ -213,7 +266,7 @@ def _read_events_json(
     for video_id, entry in data.items():
         if video_id not in keep:
             continue
-        where = f"{path}: video {video_id!r}"
+        where = f"{path}: entry {video_id!r}"
         if not isinstance(entry, dict) or "duration" not in entry or "actions" not in entry:
             raise DataLayoutError(f"{where}: expected {{'duration': s, 'actions': [...]}}")
         duration = _number(entry["duration"], f"{where}: duration")

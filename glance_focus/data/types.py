@@ -88,11 +88,11 @@ def _unit(x: float) -> float:
 
 @dataclass(frozen=True)
 class QAExample:
-    """One question about one video.
+    """One question about one video, or about a clip of one video.
 
     Attributes:
         question_id: unique within its split.
-        video_id: key into :attr:`DatasetSplit.events` and into the feature file.
+        video_id: the source video (its file in :attr:`DatasetSplit.videos_dir`).
         question: the question text.
         options: the answer options (multiple-choice); empty for open-ended questions.
         answer: index into ``options`` (multiple-choice) or into
@@ -100,7 +100,12 @@ class QAExample:
         question_type: the benchmark's question category (STAR: the question id's prefix such
             as ``"Interaction"``; NExT-QA: its ``type`` column; AGQA: its ``type`` field;
             EgoTaskQA: its ``category``).
-        interval: the clip of a longer video the question is about (EgoTaskQA), if any.
+        interval: the clip of the video the question is about, ``(start_s, end_s)`` in the
+            video's time (STAR question windows, EgoTaskQA intervals), if known.
+        clip_id: the key of what the question is about in :attr:`DatasetSplit.events` and in
+            the features file. Defaults to ``video_id``: features and events per video. STAR
+            in the reference layout keys both by question id: each question is about its own
+            clip, and its event times are relative to the clip's start.
     """
 
     question_id: str
@@ -110,8 +115,11 @@ class QAExample:
     answer: int | None
     question_type: str
     interval: tuple[float, float] | None = None
+    clip_id: str = ""
 
     def __post_init__(self) -> None:
+        if not self.clip_id:
+            object.__setattr__(self, "clip_id", self.video_id)
         if self.options and self.answer is not None and not 0 <= self.answer < len(self.options):
             raise ValueError(
                 f"question {self.question_id}: answer index {self.answer} "
@@ -130,13 +138,15 @@ class DatasetSplit:
         task: ``"multiple_choice"`` (score each option) or ``"open_ended"`` (classify over
             ``answer_vocab``).
         examples: the questions, in file order.
-        events: ground-truth events per video id of this split; empty when the dataset has no
-            event labels (NExT-QA). A video without labels has no entry.
+        events: ground-truth events per clip id (:attr:`QAExample.clip_id`) of this split;
+            empty when the dataset has no event labels (NExT-QA). A clip without labels has no
+            entry.
         event_classes: event class names; index = :attr:`Event.label`. Background is not
             included.
         answer_vocab: the answer vocabulary (open-ended only).
         has_answers: False where the split hides its answers (STAR test).
-        features_path: the file holding this split's frame features, if present.
+        features_path: the file holding this split's frame features (keyed by clip id), if
+            present.
         videos_dir: the folder holding the videos, if present.
         video_files: video id -> file path relative to ``videos_dir`` without extension, where
             it is not simply the video id (NExT-QA's ``map_vid_vidorid.json``).
@@ -169,6 +179,15 @@ class DatasetSplit:
             if candidate.is_relative_to(base) and candidate.is_file():
                 return candidate
         return None
+
+    def clips(self) -> dict[str, tuple[str, tuple[float, float] | None]]:
+        """Each clip id of the split's questions -> (its video id, its window in the video or None
+        for the whole video), sorted by clip id: what feature extraction has to encode."""
+        found: dict[str, tuple[str, tuple[float, float] | None]] = {}
+        for ex in self.examples:
+            window = ex.interval if ex.clip_id != ex.video_id else None
+            found.setdefault(ex.clip_id, (ex.video_id, window))
+        return dict(sorted(found.items()))
 
     def question_types(self) -> list[str]:
         """The distinct question types of this split, sorted."""

@@ -9,6 +9,10 @@ DIR/txt_db/action_mapping.txt     "a000 A red object appears", one class per lin
 DIR/meta.json                     generator version, world parameters, per-split seed and counts
 ```
 
+Every question is about its whole video, so ``events.json`` and the features are keyed by video
+id (clip id = video id); no line carries a window. The STAR reader tells this layout from the
+reference's STAR files, which key both by question id (see :mod:`glance_focus.data.star`).
+
 Everything is a function of (seed, split, index): generation is deterministic, videos are made
 in parallel in any order, and a rerun only renders the videos that are missing. Every file is
 written atomically (temporary file, then rename). Annotations are written after all videos.
