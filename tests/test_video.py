@@ -182,6 +182,15 @@ def test_stream_beside_an_encoder_picks_its_decoder_threads(pool: VideoWorkerPoo
             np.testing.assert_array_equal(stream.result().frames, whole.frames)
 
 
+def test_stream_of_a_window_equals_its_sample(pool: VideoWorkerPool, bikes: Path) -> None:
+    expected = sample_frames(bikes, num_frames=5, size=32, window_s=(2.0, 4.0), pool=pool)
+    with stream_frames(bikes, num_frames=5, size=32, window_s=(2.0, 4.0), pool=pool) as stream:
+        streamed = stream.result()
+    np.testing.assert_array_equal(streamed.indices, expected.indices)
+    assert 2.0 <= streamed.timestamps_s[0] and streamed.timestamps_s[-1] < 4.0
+    np.testing.assert_array_equal(streamed.frames, expected.frames)
+
+
 def test_stream_left_early_frees_its_worker(bikes: Path) -> None:
     with VideoWorkerPool(max_workers=1) as workers:
         with stream_frames(bikes, num_frames=16, size=32, pool=workers) as stream:
