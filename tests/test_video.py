@@ -187,7 +187,7 @@ def test_stream_of_a_window_equals_its_sample(pool: VideoWorkerPool, bikes: Path
     with stream_frames(bikes, num_frames=5, size=32, window_s=(2.0, 4.0), pool=pool) as stream:
         streamed = stream.result()
     np.testing.assert_array_equal(streamed.indices, expected.indices)
-    assert 2.0 <= streamed.timestamps_s[0] and streamed.timestamps_s[-1] < 4.0
+    assert streamed.timestamps_s[0] >= 2.0 and streamed.timestamps_s[-1] < 4.0
     np.testing.assert_array_equal(streamed.frames, expected.frames)
 
 
