@@ -426,7 +426,8 @@ class FrameStream:
         self.decoder_threads: int = header["threads"]
         self.frames = np.empty(tuple(header["shape"]), dtype=np.uint8)
         self.decoded = 0
-        self._closed = False
+        # A stream dropped without close() must still give its worker back to the pool.
+        self._release = weakref.finalize(self, source.close)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -457,9 +458,7 @@ class FrameStream:
 
     def close(self) -> None:
         """Release the decoder (waits for a worker still decoding; idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._source.close()
+        self._release()
 
     def __enter__(self) -> FrameStream:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import signal
@@ -198,6 +199,11 @@ def test_stream_left_early_frees_its_worker(bikes: Path) -> None:
         # The only worker is free again, and nothing is left in the scratch folder.
         assert workers.sample(bikes, num_frames=2, size=16).frames.shape == (2, 16, 38, 3)
         assert not list(Path(workers._tmpdir).glob("*.npy"))
+        # So it is after a stream dropped without closing it.
+        stream = stream_frames(bikes, num_frames=16, size=32, pool=workers)
+        del stream
+        gc.collect()
+        assert workers.sample(bikes, num_frames=2, size=16).frames.shape == (2, 16, 38, 3)
 
 
 def test_stream_of_a_file_truncated_mid_stream(
