@@ -197,7 +197,7 @@ def main() -> int:
         checkpoint = args.checkpoint or (BUNDLED if (BUNDLED / "config.json").is_file() else None)
         checkpoint = checkpoint or random_checkpoint(work / "ckpt")
         predictor = Predictor(checkpoint, device=args.device, cache_dir=work / "cache")
-        predictor.warm_up()  # encoders, decode workers, first calls: as the app at start-up
+        predictor.warm_up(first_calls=True)  # encoders, decode workers, first calls: as the app at start-up
         encoder = predictor.frame_encoder
         frames = sample_frames(video, num_frames=args.frames, size=DECODE_SHORT_SIDE).frames
         question, options = "What happens first?", ["a circle moves", "the colours change", "nothing"]

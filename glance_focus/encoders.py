@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glance_focus.forksafe import ForkSafeLock
+
 Precision = Literal["fp32", "bf16", "fp16"]
 
 DEFAULT_BATCH_SIZE = 32
@@ -697,15 +699,17 @@ class _LoadOnce:
     """Process-wide cache that builds each key once, even when threads ask concurrently."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._items: dict[Hashable, Any] = {}
-        self._key_locks: dict[Hashable, threading.Lock] = {}
+        self._key_locks: dict[Hashable, ForkSafeLock] = {}
 
     def get(self, key: Hashable, build: Callable[[], _T]) -> _T:
         with self._lock:
             if key in self._items:
                 return self._items[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
+            key_lock = self._key_locks.get(key)
+            if key_lock is None:
+                key_lock = self._key_locks[key] = ForkSafeLock()
         with key_lock:  # other keys keep loading in parallel
             with self._lock:
                 if key in self._items:

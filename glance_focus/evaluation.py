@@ -20,6 +20,7 @@ from glance_focus.checkpoint import LoadedCheckpoint
 from glance_focus.data.features import FeatureStore
 from glance_focus.data.types import DatasetSplit
 from glance_focus.encoders import build_text_encoder, load_text_encoder
+from glance_focus.evidence import EVIDENCE_CHUNK_VIDEOS, answer_without_each_prompt
 from glance_focus.matcher import hungarian_match
 from glance_focus.model import GlanceFocus
 from glance_focus.spans import spans_to_se, temporal_iou_se
@@ -52,6 +53,11 @@ class ExamplePrediction:
     """Softmax over the options (multiple-choice) or the answer vocabulary (open-ended)."""
     events: list[PredictedEvent]
     """One per memory prompt, in temporal order (the order the focus stage reads them)."""
+    evidence_without: list[float] | None = None
+    """With ``evidence=True``: the predicted answer's probability with each memory prompt removed
+    (temporal order, :mod:`glance_focus.evidence`)."""
+    evidence_flips_to: list[int | None] | None = None
+    """With ``evidence=True``: per removed prompt, the answer given instead, or None where it stays."""
 
     @property
     def correct(self) -> bool | None:
@@ -127,10 +133,12 @@ def evaluate_split(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    evidence: bool = False,
 ) -> EvaluationResult:
     """Predict every question of ``split`` and compute accuracy and event quality.
 
-    ``progress(done, total)`` is called after each batch.
+    ``progress(done, total)`` is called after each batch. ``evidence=True`` also answers every
+    question once per memory prompt left out, in the same batches (Q times the focus stage's work).
     """
     model.eval()
     config = model.config
@@ -148,6 +156,17 @@ def evaluate_split(
         text_hidden, text_padding = text.encode(batch.sequences)
         out = model(batch.frames, batch.frame_padding, text_hidden.to(device), text_padding.to(device))
         probabilities = out.focus.answer_logits.float().softmax(-1).cpu()
+        without = None
+        if evidence:
+            without = answer_without_each_prompt(
+                model,
+                batch.frames,
+                batch.frame_padding,
+                out.sorted_memory_prompts,
+                text_hidden.to(device),
+                text_padding.to(device),
+                chunk_videos=EVIDENCE_CHUNK_VIDEOS,
+            ).cpu()  # (B, Q, A)
         spans_se = spans_to_se(out.glance.spans.float(), config.span_format).cpu()
         logits = out.glance.event_logits.float().cpu()
         order = out.sort_order.cpu()
@@ -156,15 +175,22 @@ def evaluate_split(
         for row, index in enumerate(batch.indices.tolist()):
             example = split.examples[index]
             probs = probabilities[row]
+            answer = int(probs.argmax())
+            loo: dict[str, list] = {}
+            if without is not None:
+                new_answers = without[row].argmax(-1).tolist()
+                loo["evidence_without"] = [round(float(p), 6) for p in without[row, :, answer]]
+                loo["evidence_flips_to"] = [None if a == answer else a for a in new_answers]
             predictions[index] = ExamplePrediction(
                 question_id=example.question_id,
                 video_id=example.video_id,
                 clip_id=example.clip_id,
                 question_type=example.question_type,
-                prediction=int(probs.argmax()),
+                prediction=answer,
                 answer=example.answer,
                 probabilities=[round(float(p), 6) for p in probs],
                 events=_predicted_events(logits[row], spans_se[row], order[row]),
+                **loo,
             )
             if example.clip_id in seen_videos:  # event quality counts each clip once
                 continue
@@ -238,6 +264,7 @@ def evaluate_checkpoint(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    evidence: bool = False,
 ) -> EvaluationResult:
     """:func:`evaluate_split` of a loaded checkpoint on ``split`` with the features in ``features_path``."""
     config = loaded.model.config
@@ -245,4 +272,4 @@ def evaluate_checkpoint(
         split, FeatureStore(features_path), loaded.info.num_frames, config.num_memory_prompts, config.span_format
     )
     text = checkpoint_text_features(loaded)
-    return evaluate_split(loaded.model, split, data, text, batch_size, device, progress)
+    return evaluate_split(loaded.model, split, data, text, batch_size, device, progress, evidence)

@@ -7,9 +7,14 @@ The library behind the app's Inspect tab (DESIGN.md §7); no UI code here.
   the numbers are the same — and stores one :class:`InspectionRow` per question with the metrics
   in a cache folder, keyed by the checkpoint's content, the split's content and the feature file;
   reopening the same run is a JSON read (:func:`load_cached_run`).
-- :func:`filter_rows` and :func:`overview` browse a run; :func:`example_detail` gathers one
-  question's answer, spans (seconds), video file and, on demand, its attention maps;
-  :func:`export_rows` writes a (filtered) list as CSV or JSON.
+- Every row also holds the counterfactual evidence of its answer (:mod:`glance_focus.evidence`):
+  the answer's probability with each memory prompt left out, computed in the evaluation's own
+  batches; :attr:`InspectionRow.strongest_evidence` names the prompt the answer rests on most and
+  :attr:`InspectionRow.strongest_evidence_in_gt_event` whether its span meets a ground-truth event.
+- :func:`filter_rows` and :func:`overview` browse a run (one filter: wrong answers whose strongest
+  evidence lies outside every ground-truth event); :func:`example_detail` gathers one question's
+  answer, spans (seconds), evidence, video file and, on demand, its attention maps;
+  :func:`export_rows` writes a (filtered) list as CSV or JSON, evidence columns included.
 - Dataset roots come from the operator's command line only (:func:`parse_data_args`,
   :func:`data_sources`); the page picks a :class:`DataSource` by name, never by path.
 - :func:`convert_reference_to_checkpoint` turns a reference-code checkpoint into a checkpoint
@@ -52,6 +57,7 @@ from glance_focus.encoders import (
     resolve_device,
 )
 from glance_focus.evaluation import ExamplePrediction, evaluate_checkpoint
+from glance_focus.evidence import Evidence, PromptEvidence, strongest_slot
 from glance_focus.extraction import features_for_checkpoint, resolve_features
 from glance_focus.pipeline import AttentionMaps, InputError, Prediction, Predictor
 
@@ -64,8 +70,8 @@ EVAL_BATCH_SIZE = 64
 their answers depend on how questions are batched: keep this equal to get equal numbers."""
 OPEN_ENDED_TOP_K = 5
 """Open-ended rows keep the probabilities of this many top answers (not the whole vocabulary)."""
-RUN_FORMAT = 2
-"""Version of the stored run's JSON; a change makes older cached runs recompute."""
+RUN_FORMAT = 3
+"""Version of the stored run's JSON; a change makes older cached runs recompute (3: evidence columns)."""
 
 Progress = Callable[[float, str], None]
 """``progress(fraction in [0, 1], message)``; ``gradio.Progress`` instances fit."""
@@ -176,6 +182,18 @@ class EventSpan:
         """(start, end) in seconds of a video lasting ``duration_s``."""
         return self.start * duration_s, self.end * duration_s
 
+    def overlaps(self, other: EventSpan) -> bool:
+        """Whether the two spans share at least one instant (either may be given end first).
+
+        >>> EventSpan("a", 0, 0.2, 0.4).overlaps(EventSpan("b", 1, 0.4, 0.9))
+        True
+        >>> EventSpan("a", 0, 0.2, 0.4).overlaps(EventSpan("b", 1, 0.5, 0.9))
+        False
+        """
+        return max(min(self.start, self.end), min(other.start, other.end)) <= min(
+            max(self.start, self.end), max(other.start, other.end)
+        )
+
 
 @dataclass(frozen=True)
 class InspectionRow:
@@ -211,10 +229,34 @@ class InspectionRow:
     """Ground-truth events, earliest first (empty where the dataset has none)."""
     duration_s: float | None
     """The video's length from the annotations; None where unknown (spans stay fractions)."""
+    evidence_without: tuple[float, ...] = ()
+    """The predicted answer's probability with each memory prompt left out, in temporal order
+    (:mod:`glance_focus.evidence`)."""
+    evidence_flips_to: tuple[str | None, ...] = ()
+    """Per prompt left out, the answer given instead, or None where the answer stays."""
 
     @property
     def num_gt_events(self) -> int:
         return len(self.gt_events)
+
+    @property
+    def evidence_deltas(self) -> tuple[float, ...]:
+        """Per memory prompt, how much leaving it out changes the predicted answer's probability."""
+        return tuple(p - self.confidence for p in self.evidence_without)
+
+    @property
+    def strongest_evidence(self) -> int | None:
+        """Slot of the prompt whose removal lowers the answer's probability most (None without evidence)."""
+        return strongest_slot(self.evidence_deltas) if self.evidence_without else None
+
+    @property
+    def strongest_evidence_in_gt_event(self) -> bool | None:
+        """Whether the strongest evidence prompt's span overlaps a ground-truth event; None where the
+        video has no ground-truth events or the row has no evidence."""
+        slot = self.strongest_evidence
+        if slot is None or not self.gt_events:
+            return None
+        return any(self.predicted_events[slot].overlaps(event) for event in self.gt_events)
 
     @property
     def gt_classes(self) -> tuple[str, ...]:
@@ -227,7 +269,7 @@ class InspectionRow:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InspectionRow:
         values = dict(data)
-        for key in ("options", "choices", "probabilities"):
+        for key in ("options", "choices", "probabilities", "evidence_without", "evidence_flips_to"):
             values[key] = tuple(values[key])
         if values["clip_window_s"] is not None:
             values["clip_window_s"] = tuple(values["clip_window_s"])
@@ -457,8 +499,9 @@ def run_inspection(
             features_path,
             resolved_device,
             progress=lambda done, total: report(
-                share + (1 - share) * done / total, f"answering {done}/{total} questions"
+                share + (1 - share) * done / total, f"answering {done}/{total} questions (and without each prompt)"
             ),
+            evidence=True,
         )
         run = InspectionRun(
             key=key,
@@ -534,6 +577,8 @@ def _rows(predictions: Sequence[ExamplePrediction], split: DatasetSplit, info: C
                 ),
                 gt_events=gt,
                 duration_s=video.duration_s if video is not None else None,
+                evidence_without=tuple(p.evidence_without or ()),
+                evidence_flips_to=tuple(None if a is None else _name_at(texts, a) for a in p.evidence_flips_to or ()),
             )
         )
     return rows
@@ -555,6 +600,7 @@ def filter_rows(
     gt_event_class: str | None = None,
     confidence_range: tuple[float, float] | None = None,
     text_search: str | None = None,
+    evidence_outside_gt: bool = False,
 ) -> list[InspectionRow]:
     """The rows passing every given filter (None or "" means no filter), in their original order.
 
@@ -564,12 +610,16 @@ def filter_rows(
         gt_event_class: the video's ground truth contains an event of this class.
         confidence_range: (low, high), inclusive, on the predicted answer's probability.
         text_search: case-insensitive words that must all occur in the question or its id.
+        evidence_outside_gt: only wrong answers whose strongest evidence (the memory prompt whose
+            removal lowers the answer most) lies outside every ground-truth event of the video.
     """
     items = rows.rows if isinstance(rows, InspectionRun) else rows
     words = (text_search or "").casefold().split()
     kept = []
     for row in items:
         if wrong_only and row.correct is not False:
+            continue
+        if evidence_outside_gt and (row.correct is not False or row.strongest_evidence_in_gt_event is not False):
             continue
         if question_type and row.question_type != question_type:
             continue
@@ -585,7 +635,27 @@ def filter_rows(
     return kept
 
 
-TABLE_COLUMNS = ("question_id", "type", "question", "predicted", "correct answer", "correct", "confidence", "GT events")
+TABLE_COLUMNS = (
+    "question_id",
+    "type",
+    "question",
+    "predicted",
+    "correct answer",
+    "correct",
+    "confidence",
+    "GT events",
+    "strongest evidence",
+    "in a GT event",
+)
+
+
+def strongest_evidence_text(row: InspectionRow) -> str:
+    """``"P4 The object grows (-65 pp)"``: the strongest evidence prompt, its event and its effect."""
+    slot = row.strongest_evidence
+    if slot is None:
+        return ""
+    delta = round(100 * row.evidence_deltas[slot])
+    return f"P{slot + 1} {row.predicted_events[slot].label} ({delta:+d} pp)"
 
 
 def table(rows: Iterable[InspectionRow]) -> list[list[Any]]:
@@ -600,6 +670,8 @@ def table(rows: Iterable[InspectionRow]) -> list[list[Any]]:
             r.correct,
             round(r.confidence, 3),
             r.num_gt_events,
+            strongest_evidence_text(r),
+            {True: "yes", False: "no", None: ""}[r.strongest_evidence_in_gt_event],
         ]
         for r in rows
     ]
@@ -770,6 +842,41 @@ class ExampleDetail:
         """Ground-truth events: label, start, end (s)."""
         return self._spans(self.row.gt_events)
 
+    @property
+    def evidence(self) -> Evidence | None:
+        """The stored leave-one-out evidence of the run's answer (spans in seconds where the
+        duration is known); None where the run has none."""
+        return row_evidence(self.row)
+
+
+def row_evidence(row: InspectionRow) -> Evidence | None:
+    """A row's stored leave-one-out evidence as an :class:`Evidence` (None where it has none)."""
+    if not row.evidence_without:
+        return None
+    scale = row.duration_s or 1.0
+    prompts = [
+        PromptEvidence(
+            slot=slot,
+            start_s=event.start * scale,
+            end_s=event.end * scale,
+            label=event.label,
+            probability_without=without,
+            delta=without - row.confidence,
+            flips_to=flips_to,
+        )
+        for slot, (event, without, flips_to) in enumerate(
+            zip(row.predicted_events, row.evidence_without, row.evidence_flips_to, strict=True)
+        )
+    ]
+    return Evidence(
+        answer=row.predicted,
+        answer_index=row.prediction,
+        choices=list(row.choices),
+        probabilities=list(row.probabilities),
+        answer_probability=row.confidence,
+        prompts=prompts,
+    )
+
 
 def example_detail(run: InspectionRun, question_id: str, attention: bool = True) -> ExampleDetail:
     """One question of ``run`` with its video file and (``attention=True``) its attention maps.
@@ -826,6 +933,10 @@ EXPORT_COLUMNS = (
     "duration_s",
     "predicted_events",
     "gt_events",
+    "strongest_evidence_slot",
+    "strongest_evidence_delta",
+    "strongest_evidence_in_gt_event",
+    "evidence",
 )
 
 
@@ -841,6 +952,7 @@ def _export_record(row: InspectionRow) -> dict[str, Any]:
             out.append(item)
         return out
 
+    strongest = row.strongest_evidence
     return {
         "question_id": row.question_id,
         "question_type": row.question_type,
@@ -856,6 +968,21 @@ def _export_record(row: InspectionRow) -> dict[str, Any]:
         "duration_s": row.duration_s,
         "predicted_events": spans(row.predicted_events, True),
         "gt_events": spans(row.gt_events, False),
+        "strongest_evidence_slot": strongest,
+        "strongest_evidence_delta": None if strongest is None else round(row.evidence_deltas[strongest], 6),
+        "strongest_evidence_in_gt_event": row.strongest_evidence_in_gt_event,
+        "evidence": [
+            {
+                "slot": slot,
+                "label": event.label,
+                "probability_without": round(without, 6),
+                "delta": round(delta, 6),
+                "flips_to": flips_to,
+            }
+            for slot, (event, without, delta, flips_to) in enumerate(
+                zip(row.predicted_events, row.evidence_without, row.evidence_deltas, row.evidence_flips_to, strict=True)
+            )
+        ],
     }
 
 

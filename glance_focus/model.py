@@ -200,16 +200,21 @@ class GlanceFocus(nn.Module):
             tokens = tokens + sine_time_encoding(frame_times(frame_padding), self.config.d_model).to(tokens.dtype)
         return tokens
 
-    def _visual_bias(self, frame_padding: Tensor, extra_tokens: int) -> Tensor:
+    def _visual_bias(self, frame_padding: Tensor, extra_tokens: int, hidden_frames: Tensor | None) -> Tensor:
         """Key bias ``[B, T + extra_tokens]`` for frames followed by never-padded tokens (prompts).
 
-        The reference passes float ones as a key-padding mask: +1 on every visual logit.
+        The reference passes float ones as a key-padding mask: +1 on every visual logit. Hidden
+        frames get -inf in every mode: they are removed, whatever the reference did with padding.
         """
         batch = frame_padding.shape[0]
-        if self.config.compat_float_masks:
-            return torch.ones(batch, frame_padding.shape[1] + extra_tokens, device=frame_padding.device)
         prompt_padding = torch.zeros(batch, extra_tokens, dtype=torch.bool, device=frame_padding.device)
-        return padding_to_bias(torch.cat([frame_padding, prompt_padding], dim=1))
+        if self.config.compat_float_masks:
+            bias = torch.ones(batch, frame_padding.shape[1] + extra_tokens, device=frame_padding.device)
+        else:
+            bias = padding_to_bias(torch.cat([frame_padding, prompt_padding], dim=1))
+        if hidden_frames is not None:
+            bias = bias.masked_fill(torch.cat([hidden_frames, prompt_padding], dim=1), float("-inf"))
+        return bias
 
     def _query_pos(self, batch: int) -> Tensor:
         """``[batch, Q+1, D]``: the event queries followed by the QA query."""
@@ -217,28 +222,44 @@ class GlanceFocus(nn.Module):
         return queries.unsqueeze(0).expand(batch, -1, -1)
 
     @staticmethod
-    def _check_inputs(frames: Tensor, frame_padding: Tensor | None) -> Tensor:
+    def _check_inputs(
+        frames: Tensor, frame_padding: Tensor | None, hidden_frames: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Validated (frame_padding ``[B, T]`` bool, hidden_frames ``[B, T]`` bool or None)."""
         if frames.dim() != 3:
             raise ValueError(f"frames must be [B, T, F], got {tuple(frames.shape)}")
         if frame_padding is None:
-            return torch.zeros(frames.shape[:2], dtype=torch.bool, device=frames.device)
-        if frame_padding.shape != frames.shape[:2]:
+            frame_padding = torch.zeros(frames.shape[:2], dtype=torch.bool, device=frames.device)
+        elif frame_padding.shape != frames.shape[:2]:
             raise ValueError(f"frame_padding {tuple(frame_padding.shape)} does not match frames {tuple(frames.shape)}")
+        frame_padding = frame_padding.bool()
         if frame_padding.all(dim=1).any():
             raise ValueError("every video needs at least one unpadded frame")
-        return frame_padding.bool()
+        if hidden_frames is None:
+            return frame_padding, None
+        if hidden_frames.shape != frames.shape[:2]:
+            raise ValueError(f"hidden_frames {tuple(hidden_frames.shape)} does not match frames {tuple(frames.shape)}")
+        hidden_frames = hidden_frames.bool()
+        if (frame_padding | hidden_frames).all(dim=1).any():
+            raise ValueError("every video needs at least one frame that is neither padded nor hidden")
+        return frame_padding, hidden_frames
 
     # ------------------------------------------------------------------ stages
-    def glance(self, frames: Tensor, frame_padding: Tensor | None = None) -> GlanceOutput:
+    def glance(
+        self, frames: Tensor, frame_padding: Tensor | None = None, *, hidden_frames: Tensor | None = None
+    ) -> GlanceOutput:
         """Question-free glance stage.
 
         Args:
             frames: frame features ``[B, T, F]``.
             frame_padding: ``[B, T]`` bool, True at padded frames (padding at the end), or None.
+            hidden_frames: ``[B, T]`` bool, True at real frames to leave out: they are removed from
+                every attention (also under ``compat_float_masks``, which ignores padding) while the
+                other frames keep their time positions. None hides nothing.
         """
-        frame_padding = self._check_inputs(frames, frame_padding)
+        frame_padding, hidden_frames = self._check_inputs(frames, frame_padding, hidden_frames)
         tokens = self._frame_tokens(frames, frame_padding)  # (B, T, D)
-        bias = self._visual_bias(frame_padding, extra_tokens=0)
+        bias = self._visual_bias(frame_padding, 0, hidden_frames)
         memory, encoder_maps = self.encoder(tokens, bias)
         states, self_maps, cross_maps = self.decoder.glance(self._query_pos(frames.shape[0]), memory, bias)
         prompts = states[-1, :, :-1]  # (B, Q, D): the QA query's glance output is discarded
@@ -265,18 +286,28 @@ class GlanceFocus(nn.Module):
         memory_prompts: Tensor,
         text_hidden: Tensor,
         text_padding: Tensor,
+        *,
+        prompt_slots: Tensor | None = None,
+        hidden_frames: Tensor | None = None,
     ) -> FocusOutput:
         """Question-driven focus stage.
 
         Args:
             frames: ``[B, T, F]``; frame_padding ``[B, T]`` bool or None.
-            memory_prompts: temporally sorted prompts ``[B, Q, D]``.
+            memory_prompts: temporally sorted prompts ``[B, Q', D]``: all Q, or the subset named by
+                ``prompt_slots``.
             text_hidden: text-encoder token states ``[B, O, L, H]``, one sequence per option
                 ("question option") or O = 1 for open-ended models.
             text_padding: ``[B, O, L]`` bool, True at padding tokens.
+            prompt_slots: ``[B, Q']`` long, the temporal slot (0..Q-1) of each given prompt, which
+                selects its position embedding; None means all Q prompts in slot order. Passing
+                fewer prompts runs the focus stage on those alone: the others are not in the
+                sequence at all. With ``compat_event_memory_slice`` the "event memory" stays the
+                last Q encoded positions of that shorter sequence.
+            hidden_frames: ``[B, T]`` bool, as in :meth:`glance`.
         """
         cfg = self.config
-        frame_padding = self._check_inputs(frames, frame_padding)
+        frame_padding, hidden_frames = self._check_inputs(frames, frame_padding, hidden_frames)
         batch, num_frames = frame_padding.shape
         if text_hidden.dim() != 4 or text_hidden.shape[0] != batch:
             raise ValueError(f"text_hidden must be [B={batch}, O, L, H], got {tuple(text_hidden.shape)}")
@@ -286,15 +317,26 @@ class GlanceFocus(nn.Module):
         text_padding = text_padding.bool().flatten(0, 1)  # (N, L)
         if text_padding.all(dim=1).any():
             raise ValueError("every question sequence needs at least one token")
-        num_prompts = cfg.num_memory_prompts
+        num_prompts = memory_prompts.shape[1]
+        if prompt_slots is None:
+            if num_prompts != cfg.num_memory_prompts:
+                raise ValueError(f"{num_prompts} memory prompts given for Q={cfg.num_memory_prompts}: name their slots")
+            positions = self.prompt_position.weight  # (Q, D)
+        else:
+            if prompt_slots.shape != memory_prompts.shape[:2] or num_prompts < 1:
+                raise ValueError(
+                    f"prompt_slots {tuple(prompt_slots.shape)} must be [B, Q'] with Q' >= 1, as the "
+                    f"prompts {tuple(memory_prompts.shape[:2])}"
+                )
+            positions = self.prompt_position(prompt_slots)  # (B, Q', D)
 
         frame_tokens = self._frame_tokens(frames, frame_padding).repeat_interleave(num_seqs, 0)  # (N, T, D)
-        prompt_tokens = memory_prompts + self.prompt_position.weight  # (B, Q, D)
-        prompt_tokens = prompt_tokens.repeat_interleave(num_seqs, 0)  # (N, Q, D)
+        prompt_tokens = memory_prompts + positions  # (B, Q', D)
+        prompt_tokens = prompt_tokens.repeat_interleave(num_seqs, 0)  # (N, Q', D)
         text_tokens = self.text_proj(text_hidden.flatten(0, 1))  # (N, L, D)
         src = torch.cat([frame_tokens, prompt_tokens, text_tokens], dim=1)  # (N, T+Q+L, D)
 
-        visual_bias = self._visual_bias(frame_padding, num_prompts).repeat_interleave(num_seqs, 0)
+        visual_bias = self._visual_bias(frame_padding, num_prompts, hidden_frames).repeat_interleave(num_seqs, 0)
         text_bias = padding_to_bias(text_padding)
         # The reference concatenates the boolean text mask onto the float ones: padding -> +1, tokens -> 0.
         src_text_bias = text_padding.float() if cfg.compat_float_masks else text_bias
@@ -302,8 +344,9 @@ class GlanceFocus(nn.Module):
         memory, encoder_maps = self.encoder(src, src_bias)
 
         if cfg.compat_event_memory_slice:
-            events, event_bias = memory[:, -num_prompts:], src_bias[:, -num_prompts:]
-            frames_mem, frame_bias = memory[:, :-num_prompts], src_bias[:, :-num_prompts]
+            window = cfg.num_memory_prompts  # the reference's fixed slice length, whatever Q' is
+            events, event_bias = memory[:, -window:], src_bias[:, -window:]
+            frames_mem, frame_bias = memory[:, :-window], src_bias[:, :-window]
         else:
             events, event_bias = memory[:, num_frames : num_frames + num_prompts], None
             frames_mem, frame_bias = memory[:, :num_frames], src_bias[:, :num_frames]
@@ -322,9 +365,14 @@ class GlanceFocus(nn.Module):
         frame_padding: Tensor | None,
         text_hidden: Tensor,
         text_padding: Tensor,
+        *,
+        hidden_frames: Tensor | None = None,
     ) -> GlanceFocusOutput:
-        """Glance -> sort -> focus. Shapes as in :meth:`glance` and :meth:`focus`."""
-        glance = self.glance(frames, frame_padding)
+        """Glance -> sort -> focus. Shapes as in :meth:`glance` and :meth:`focus`; ``hidden_frames``
+        ``[B, T]`` leaves those frames out of both stages."""
+        glance = self.glance(frames, frame_padding, hidden_frames=hidden_frames)
         sorted_prompts, order = self.sort_memory_prompts(glance)
-        focus = self.focus(frames, frame_padding, sorted_prompts, text_hidden, text_padding)
+        focus = self.focus(
+            frames, frame_padding, sorted_prompts, text_hidden, text_padding, hidden_frames=hidden_frames
+        )
         return GlanceFocusOutput(glance=glance, sort_order=order, sorted_memory_prompts=sorted_prompts, focus=focus)

@@ -4,11 +4,11 @@ probabilities, one event per memory prompt, the attention maps aligned to frame 
 a timing breakdown. No UI code here.
 
 A new video's frames are encoded while the decoding worker is still producing the later ones
-(:func:`~glance_focus.overlap.encode_stream`); where the frames must be decoded first (ZeroGPU,
-whose GPU function may only encode), ``stream_frames(...).result()`` materialises the same frames.
-Each timing covers
-its own step only: one-time costs (building an encoder, first calls) are paid by
-:meth:`Predictor.warm_up` or, without it, shown as ``start_up``.
+(``prepare(..., encode_while_decoding=True)``, what :meth:`Predictor.predict` does, through
+:func:`~glance_focus.overlap.encode_stream`); on ZeroGPU the frames are decoded first and encoded in
+the GPU function (:meth:`Predictor.answer_prepared`). Each timing covers its own step only:
+one-time costs (building an encoder, first calls) are paid by :meth:`Predictor.warm_up` or, without
+it, shown as ``start_up``.
 
 On an accelerator, a request that runs out of its memory (``torch.OutOfMemoryError``) is answered
 again on the CPU by a second copy of the model and encoders, built on first need, so a busy GPU
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,21 +29,25 @@ import torch
 from glance_focus.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
 from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_device
 from glance_focus.evaluation import checkpoint_text_features
+from glance_focus.evidence import (
+    Evidence,
+    HiddenRangeError,
+    build_evidence,
+    hidden_frame_mask,
+    hidden_range_evidence,
+    leave_one_out,
+)
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
-from glance_focus.overlap import (
-    BATCH_WHILE_DECODING,
-    encode_cost_for,
-    encode_stream,
-    intra_op_threads,
-)
+from glance_focus.forksafe import ForkSafeLock
+from glance_focus.overlap import BATCH_WHILE_DECODING, encode_cost_for, encode_stream, intra_op_threads
 from glance_focus.spans import spans_to_se
 from glance_focus.text_features import TextFeatureCache, question_sequences
 from glance_focus.video import (
     DEFAULT_LIMITS,
-    SampledFrames,
     VideoLimits,
     default_pool,
+    sample_frames,
     stream_frames,
     video_content_hash,
 )
@@ -114,8 +117,8 @@ class Timings:
 
     ``probe_decode`` (the decoder's own time) and ``image_encoder`` (the encoder's computing time)
     overlap when frames are encoded while decoding continues, so they may add up to more than
-    ``total``. ``start_up`` is one-time work this request paid for (building an encoder, first
-    calls) because the predictor was not warmed up; no other step includes it.
+    ``total``. ``start_up`` is one-time work this request paid for (building an encoder) because
+    the predictor was not warmed up; no other step includes it.
     """
 
     hash: float = 0.0
@@ -145,6 +148,9 @@ class Prediction:
     video: VideoSummary | None = None
     thumbnails: np.ndarray | None = field(default=None, repr=False)
     """``[T, h, w, 3]`` uint8, one per sampled frame (None for precomputed features)."""
+    features: torch.Tensor | None = field(default=None, repr=False)
+    """``[T, F]`` float32 on the CPU: the frame features the answer was computed from (to cache them,
+    or to answer again with some of them hidden)."""
 
     def to_json(self) -> dict:
         """The API's plain JSON view."""
@@ -165,6 +171,44 @@ class Prediction:
             ],
             "timings_s": self.timings.as_dict(),
         }
+
+
+@dataclass(frozen=True)
+class PreparedVideo:
+    """A video with everything done that needs no accelerator (:meth:`Predictor.prepare`): the file
+    hashed and probed, the feature cache asked, the frames decoded and their thumbnails made.
+
+    Plain arrays only, so it can cross into another process (the ZeroGPU worker) by pickling.
+    """
+
+    timestamps_s: np.ndarray
+    """``[T]`` seconds of the sampled frames."""
+    frames: np.ndarray | None
+    """``[T, H, W, 3]`` uint8 decoded frames; None when the features came from the cache."""
+    features: torch.Tensor | None
+    """``[T, F]`` float32 features, cached or encoded while decoding; None when the frames still
+    need encoding."""
+    thumbnails: np.ndarray | None = field(default=None, repr=False)
+    summary: VideoSummary | None = None
+    timings: Timings = Timings()
+    """``hash``, ``probe_decode``, ``feature_cache_hit`` and ``total`` (seconds spent preparing)."""
+    cache_key: FeatureKey | None = None
+    """Where the features go in the feature cache once encoded (None: no cache)."""
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.timestamps_s)
+
+    @property
+    def frames_to_encode(self) -> int:
+        """Frames the image encoder still has to see (0 on a feature-cache hit)."""
+        return 0 if self.frames is None else len(self.frames)
+
+    @property
+    def duration_s(self) -> float:
+        if self.summary is not None:
+            return self.summary.duration_s
+        return float(self.timestamps_s[-1]) if len(self.timestamps_s) else 0.0
 
 
 def check_question(question: str, options: list[str] | None, task: str) -> tuple[str, list[str]]:
@@ -226,15 +270,18 @@ class Predictor:
         self.feature_cache = FeatureCache(cache_dir, cache_bytes) if cache_dir is not None else None
         self._frame_encoder: FrameEncoder | None = None
         self._text: TextFeatureCache | None = None
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._cache_dir = cache_dir
         self._cache_bytes = cache_bytes
         self._cpu_fallback: Predictor | None = None
-        self._fallback_lock = threading.Lock()
+        self._first_calls_done = False
+        self._fallback_lock = ForkSafeLock()
 
     # ------------------------------------------------------------------ encoders (lazy)
     @property
     def frame_encoder(self) -> FrameEncoder:
+        if self._frame_encoder is not None:  # loaded: no lock (a forked GPU worker never waits on one)
+            return self._frame_encoder
         with self._lock:
             if self._frame_encoder is None:
                 encoder = load_frame_encoder(self.info.frame_encoder, device=self.device)
@@ -244,6 +291,8 @@ class Predictor:
 
     @property
     def text(self) -> TextFeatureCache:
+        if self._text is not None:
+            return self._text
         with self._lock:
             if self._text is None:
                 self._text = checkpoint_text_features(self.loaded, self.device)
@@ -278,15 +327,15 @@ class Predictor:
             torch.cuda.empty_cache()
         return self.cpu_fallback
 
-    def warm_up(self, first_calls: bool = True) -> None:
-        """Pay the one-time costs now rather than in the first request: build both encoders, start
-        the video workers and, with ``first_calls``, run the image encoder at the batch sizes
-        requests use, the text encoder and the model once (not on ZeroGPU, whose device exists
-        only inside a request)."""
+    def warm_up(self, first_calls: bool = False) -> None:
+        """Pay the one-time costs now rather than in the first request: build both encoders and
+        start the video workers (cheap once done) and, with ``first_calls``, once, run the image
+        encoder at the batch sizes requests use, the text encoder and the model (not on ZeroGPU,
+        whose device exists only inside a request)."""
         default_pool()
         encoder = self.frame_encoder
         _ = self.text
-        if not first_calls:
+        if not first_calls or self._first_calls_done:
             return
         height, width = DECODE_SHORT_SIDE, DECODE_SHORT_SIDE * 16 // 9
         frames = np.zeros((encoder.batch_size, height, width, 3), dtype=np.uint8)
@@ -295,6 +344,7 @@ class Predictor:
         features = torch.zeros(self.info.num_frames, self.model.config.feature_dim)
         options = None if self.task == "open_ended" else ["yes", "no"]
         self._predict_features(features, "What happens?", options, duration_s=1.0, frame_times_s=None, top_k=1)
+        self._first_calls_done = True
 
     def _start_up(self, *, frame: bool = False, text: bool = False) -> float:
         """Build the named encoders if they are not yet (seconds it took: a one-time cost)."""
@@ -306,54 +356,115 @@ class Predictor:
             _, built = self.text, True
         return time.perf_counter() - started if built else 0.0
 
-    # ------------------------------------------------------------------ features
-    def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
-        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file.
+    # ------------------------------------------------------------------ video -> features
+    # A question about a video file is answered in three steps, so that a server can run each
+    # where it belongs (on Hugging Face ZeroGPU only the middle one runs in the GPU worker):
+    #   prepare()          CPU: hash, feature-cache lookup, probe, decode, thumbnails
+    #   answer_prepared()  accelerator: image encoder (unless cached), text encoder, model
+    #   remember()         CPU: the new features into the feature cache
+    # predict() does all three in this process.
 
-        Frames are encoded while the decoding worker decodes the later ones (overlap).
+    def check_question(self, question: str, options: list[str] | None) -> tuple[str, list[str]]:
+        """:func:`check_question` for this model's task (cheap: call it before decoding anything)."""
+        return check_question(question, options, self.task)
+
+    def _cache_key(self, video: str | Path, num_frames: int) -> FeatureKey:
+        encoder = self.frame_encoder
+        return FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
+
+    def prepare(
+        self, video: str | Path, num_frames: int | None = None, *, encode_while_decoding: bool = False
+    ) -> PreparedVideo:
+        """Everything about ``video`` that needs no accelerator: :class:`~glance_focus.video.VideoError`
+        for a file that is not a usable video. Decodes nothing on a feature-cache hit.
+
+        ``encode_while_decoding``: also encode the frames, each while the later ones are still being
+        decoded (features, no frames, in the result); only where this process may use the encoder's
+        device (not on ZeroGPU).
         """
         num_frames = num_frames or self.info.num_frames
         start_up = self._start_up(frame=True)
-        encoder = self.frame_encoder
-        key, t_hash = None, 0.0
-        if self.feature_cache is not None:
-            t0 = time.perf_counter()
-            key = FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
-            t_hash = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        key = self._cache_key(video, num_frames) if self.feature_cache is not None else None
+        t_hash = time.perf_counter() - t0
+        if key is not None and self.feature_cache is not None:
             hit = self.feature_cache.get(key)
             if hit is not None:
-                summary = VideoSummary(**hit.info["video"]) if "video" in hit.info else None
-                thumbs = hit.thumbnails.numpy() if hit.thumbnails is not None else None
-                timings = Timings(hash=t_hash, feature_cache_hit=True, start_up=start_up)
-                return hit.features, hit.timestamps.numpy(), thumbs, summary, timings
-        stream = stream_frames(
-            video,
-            num_frames=num_frames,
-            limits=self.video_limits,
-            size=DECODE_SHORT_SIDE,
-            encode_cost=encode_cost_for(encoder),  # on the CPU: decoder threads by the work (overlap)
+                return PreparedVideo(
+                    timestamps_s=hit.timestamps.numpy().astype(np.float64),
+                    frames=None,
+                    features=hit.features,
+                    thumbnails=hit.thumbnails.numpy() if hit.thumbnails is not None else None,
+                    summary=VideoSummary(**hit.info["video"]) if "video" in hit.info else None,
+                    timings=Timings(
+                        hash=t_hash, feature_cache_hit=True, total=time.perf_counter() - t0, start_up=start_up
+                    ),
+                    cache_key=key,
+                )
+        t1 = time.perf_counter()
+        if encode_while_decoding:
+            encoder = self.frame_encoder
+            stream = stream_frames(
+                video,
+                num_frames=num_frames,
+                limits=self.video_limits,
+                size=DECODE_SHORT_SIDE,
+                encode_cost=encode_cost_for(encoder),  # on the CPU: decoder threads by the work (overlap)
+            )
+            features, t_encode = encode_stream(encoder, stream)
+            frames, timestamps_s, info = stream.frames, stream.timestamps_s, stream.info
+            t_decode = stream.decode_seconds or 0.0
+        else:
+            sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
+            frames, timestamps_s, info = sampled.frames, sampled.timestamps_s, sampled.info
+            features, t_encode, t_decode = None, 0.0, time.perf_counter() - t1
+        thumbnails = _thumbnails(frames)
+        t2 = time.perf_counter()
+        return PreparedVideo(
+            timestamps_s=np.asarray(timestamps_s, dtype=np.float64),
+            frames=frames if features is None else None,
+            features=features,
+            thumbnails=thumbnails,
+            summary=VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames),
+            timings=Timings(
+                hash=t_hash, probe_decode=t_decode, image_encoder=t_encode, total=t2 - t0, start_up=start_up
+            ),
+            cache_key=key,
         )
-        features, t_encode = encode_stream(encoder, stream)
-        sampled = SampledFrames(stream.frames, stream.timestamps_s, stream.indices, stream.info)
-        summary, thumbs = self._remember(key, features, sampled)
-        timings = Timings(
-            hash=t_hash, probe_decode=stream.decode_seconds or 0.0, image_encoder=t_encode, start_up=start_up
-        )
-        return features, sampled.timestamps_s, thumbs, summary, timings
 
-    def _remember(
-        self, key: FeatureKey | None, features: torch.Tensor, sampled: SampledFrames
-    ) -> tuple[VideoSummary, np.ndarray]:
-        """The video's summary and thumbnails, all of it put in the feature cache under ``key``."""
-        info = sampled.info
-        summary = VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames)
-        thumbs = _thumbnails(sampled.frames)
-        if self.feature_cache is not None and key is not None:
-            try:
-                self.feature_cache.put(key, features, sampled.timestamps_s, thumbs, {"video": summary.__dict__})
-            except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
-                log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
-        return summary, thumbs
+    def encode_prepared(self, prepared: PreparedVideo) -> torch.Tensor:
+        """Frame features ``[T, F]`` float32 on the CPU of a prepared video (the cached ones, or the
+        image encoder's output for its frames)."""
+        if prepared.features is not None:
+            return prepared.features
+        assert prepared.frames is not None
+        return self.frame_encoder.encode(prepared.frames)
+
+    def remember(self, prepared: PreparedVideo, features: torch.Tensor | None) -> None:
+        """Put the new frame features ``[T, F]`` of ``prepared`` in the feature cache (nothing when
+        they came from it, or there is none)."""
+        if self.feature_cache is None or prepared.cache_key is None or prepared.timings.feature_cache_hit:
+            return
+        if features is None:
+            return
+        try:
+            self.feature_cache.put(
+                prepared.cache_key,
+                features,
+                prepared.timestamps_s,
+                prepared.thumbnails,
+                {"video": prepared.summary.__dict__} if prepared.summary is not None else {},
+            )
+        except OSError as error:  # full or unwritable disk: the cache only saves time, so answer anyway
+            log.warning("feature cache %s not written: %s", self.feature_cache.root, error)
+
+    def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
+        """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file,
+        taken from the feature cache or computed (encoded while decoding) and put there."""
+        prepared = self.prepare(video, num_frames, encode_while_decoding=True)
+        features = self.encode_prepared(prepared)  # the cached or just-encoded ones
+        self.remember(prepared, features)
+        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, prepared.timings
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -363,27 +474,50 @@ class Predictor:
 
         Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
         """
+        question, options = self.check_question(question, options)
         try:
-            return self._predict(video, question, options, num_frames)
-        except torch.OutOfMemoryError as error:
+            prepared = self.prepare(video, num_frames, encode_while_decoding=True)
+        except torch.OutOfMemoryError as error:  # the image encoder, while decoding
             return self._out_of_memory(error).predict(video, question, options, num_frames)
+        prediction = self.answer_prepared(prepared, question, options)
+        self.remember(prepared, prediction.features)
+        return prediction
 
-    def _predict(
-        self, video: str | Path, question: str, options: list[str] | None, num_frames: int | None
-    ) -> Prediction:
+    def answer_prepared(self, prepared: PreparedVideo, question: str, options: list[str] | None = None) -> Prediction:
+        """Encode the prepared video's frames (unless cached) and answer: the accelerator's part of
+        :meth:`predict`; it decodes nothing and touches no cache. ``prediction.features`` holds the
+        frame features (give them to :meth:`remember` to cache them).
+
+        Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
+        """
+        try:
+            return self._answer_prepared(prepared, question, options)
+        except torch.OutOfMemoryError as error:
+            return self._out_of_memory(error).answer_prepared(prepared, question, options)
+
+    def _answer_prepared(self, prepared: PreparedVideo, question: str, options: list[str] | None) -> Prediction:
         started = time.perf_counter()
-        question, options = check_question(question, options, self.task)
-        features, times, thumbs, summary, timings = self.video_features(video, num_frames)
-        duration = summary.duration_s if summary is not None else float(times[-1]) if len(times) else 0.0
-        result = self.predict_features(features, question, options, duration_s=duration, frame_times_s=times)
+        features = self.encode_prepared(prepared)
+        encoded = time.perf_counter()
+        result = self._predict_features(
+            features,
+            question,
+            options,
+            duration_s=prepared.duration_s,
+            frame_times_s=prepared.timestamps_s,
+            top_k=5,
+        )
         timings = replace(
-            timings,
+            prepared.timings,
+            image_encoder=prepared.timings.image_encoder if prepared.frames is None else encoded - started,
             text_encoder=result.timings.text_encoder,
             model=result.timings.model,
-            start_up=timings.start_up + result.timings.start_up,
-            total=time.perf_counter() - started,
+            start_up=prepared.timings.start_up + result.timings.start_up,
+            total=prepared.timings.total + time.perf_counter() - started,
         )
-        return replace(result, timings=timings, video=summary, thumbnails=thumbs)
+        return replace(
+            result, timings=timings, video=prepared.summary, thumbnails=prepared.thumbnails, features=features
+        )
 
     def predict_features(
         self,
@@ -486,6 +620,103 @@ class Predictor:
                 )
             )
         return events
+
+    # ------------------------------------------------------------------ evidence
+    def evidence(
+        self,
+        video: str | Path,
+        question: str,
+        options: list[str] | None = None,
+        hide: tuple[float, float] | None = None,
+        num_frames: int | None = None,
+    ) -> Evidence:
+        """How much the answer rests on each memory prompt (leave-one-out, :mod:`glance_focus.evidence`)
+        and, with ``hide=(start_s, end_s)``, on that stretch of the video. Features come from the cache
+        when the video was seen before (in the three steps of :meth:`predict`).
+        """
+        question, options = self.check_question(question, options)
+        prepared = self.prepare(video, num_frames)
+        evidence, features = self.evidence_prepared(prepared, question, options, hide)
+        self.remember(prepared, features)
+        return evidence
+
+    def evidence_prepared(
+        self,
+        prepared: PreparedVideo,
+        question: str,
+        options: list[str] | None = None,
+        hide: tuple[float, float] | None = None,
+    ) -> tuple[Evidence, torch.Tensor]:
+        """The accelerator's part of :meth:`evidence` (as :meth:`answer_prepared`): the evidence and
+        the frame features ``[T, F]`` (give them to :meth:`remember`). Runs on the CPU copy when the
+        accelerator runs out of memory."""
+        try:
+            features = self.encode_prepared(prepared)
+            evidence = self.evidence_features(
+                features,
+                question,
+                options,
+                duration_s=prepared.duration_s,
+                frame_times_s=prepared.timestamps_s,
+                hide=hide,
+            )
+            return evidence, features
+        except torch.OutOfMemoryError as error:
+            return self._out_of_memory(error).evidence_prepared(prepared, question, options, hide)
+
+    @torch.no_grad()
+    def evidence_features(
+        self,
+        features: torch.Tensor,
+        question: str,
+        options: list[str] | None = None,
+        *,
+        duration_s: float,
+        frame_times_s: np.ndarray | None = None,
+        hide: tuple[float, float] | None = None,
+        top_k: int = 5,
+    ) -> Evidence:
+        """:meth:`evidence` from precomputed frame features ``[T, F]`` (as :meth:`predict_features`)."""
+        question, options = check_question(question, options, self.task)
+        features = torch.as_tensor(features, dtype=torch.float32)
+        if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
+            raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
+        if frame_times_s is None:
+            frame_times_s = (np.arange(features.shape[0]) + 0.5) / features.shape[0] * duration_s
+        hidden = None
+        if hide is not None:
+            try:
+                hidden = hidden_frame_mask(frame_times_s, *hide, duration_s=duration_s)
+            except (HiddenRangeError, TypeError) as error:
+                message = (
+                    str(error)
+                    if isinstance(error, HiddenRangeError)
+                    else "Give the time range to hide as (start, end)."
+                )
+                raise InputError(message) from None
+        text_hidden, text_padding = self.text.encode([question_sequences(question, options)])
+        inputs = (features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device))
+        result = leave_one_out(self.model, *inputs)
+        probabilities, without = result.probabilities[0].cpu(), result.without[0].cpu()
+        if options:
+            names: list[str] = list(options)
+            shown = list(range(len(options)))
+        else:
+            vocab = self.info.answer_vocab or ()
+            names = [vocab[i] if i < len(vocab) else str(i) for i in range(len(probabilities))]
+            shown = probabilities.topk(min(top_k, len(probabilities))).indices.tolist()
+        answer_index = int(probabilities.argmax())
+        events = self._events(result.glance.event_logits[0], result.glance.spans[0], result.sort_order[0], duration_s)
+        evidence = build_evidence(probabilities, without, answer_index, names, shown, events)
+        if hidden is None:
+            return evidence
+        out = self.model(*inputs, hidden_frames=hidden[None].to(self.device))
+        hidden_probabilities = out.focus.answer_logits[0].float().softmax(-1).cpu()
+        start_s, end_s = (float(t) for t in hide)
+        effect = hidden_range_evidence(
+            probabilities, hidden_probabilities, answer_index, names, shown, start_s, end_s, int(hidden.sum())
+        )
+        return replace(evidence, hidden=effect)
 
     def _tokens(self, text: str, length: int) -> list[str]:
         tokenizer = self.text.encoder.tokenizer

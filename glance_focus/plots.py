@@ -12,6 +12,9 @@ prompt ``P{k+1}`` in temporal order (the order the focus stage reads them) in ev
 - :func:`attention_figure`: glance attention of each memory prompt over the frames ``[Q, T]``,
   the answer query's attention over the frames ``[T]`` below it, and, in the side column, the
   focus stage's question-token → memory-prompt attention drawn with prompts as rows ``[Q, L]``.
+- :func:`evidence_figure`: per memory prompt (same rows), how much leaving it out changes the
+  answer's probability, a bar coloured by sign, and the answer it flips to in the side column;
+  a last row for a hidden time range, when one was hidden (:class:`~glance_focus.evidence.Evidence`).
 
 matplotlib's object API only (no pyplot): every call builds a new :class:`Figure` on an Agg
 canvas that the caller owns, so figures can be drawn from many threads of a server at once.
@@ -29,6 +32,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from glance_focus.evidence import Evidence
 from glance_focus.pipeline import PredictedSpan, Prediction
 
 # Horizontal layout shared by both figures, inches.
@@ -46,6 +50,10 @@ ANSWER_STRIP_IN = 1.0
 TOKEN_LABELS_IN = 1.1
 
 BACKGROUND_COLOUR = "#9e9e9e"
+SUPPORT_COLOUR = "#c0392b"
+"""Evidence bars where leaving the prompt out lowers the answer's probability (the answer rests on it)."""
+AGAINST_COLOUR = "#2e86c1"
+"""Evidence bars where leaving the prompt out raises the answer's probability."""
 HEATMAP = "Blues"
 DPI = 100
 MAX_TOKENS_SHOWN = 48
@@ -290,4 +298,58 @@ def attention_figure(prediction: Prediction) -> Figure:
     token_ax.tick_params(length=0)
     token_ax.set_title("Focus: question tokens → prompts", loc="left", fontsize=11)
     token_ax.set_xlabel("each token's column scaled to its maximum", fontsize=8)
+    return figure
+
+
+def evidence_figure(evidence: Evidence) -> Figure:
+    """The effect of leaving each memory prompt out (rows as in :func:`timeline_figure`): a bar of the
+    change in the answer's probability, in percentage points, red where the answer rests on the
+    prompt and blue where it is surer without it, labelled with the prompt's event; the side column
+    names the answer each removal flips to. A hidden time range, if any, gets its own row below."""
+    prompts = evidence.prompts
+    rows = len(prompts) + (1 if evidence.hidden is not None else 0)
+    height = TOP_IN + rows * ROW_IN + BOTTOM_IN + 0.2
+    figure = _figure(height)
+    ax = _time_axes(figure, BOTTOM_IN, rows * ROW_IN)
+    deltas = [100 * p.delta for p in prompts]
+    labels = [f"P{p.slot + 1}" for p in prompts]
+    texts = [f"{p.label}, {p.start_s:.1f}–{p.end_s:.1f} s" for p in prompts]
+    flips = [p.flips_to for p in prompts]
+    if evidence.hidden is not None:
+        h = evidence.hidden
+        deltas.append(100 * h.delta)
+        labels.append("hidden")
+        texts.append(f"frames of {h.start_s:.1f}–{h.end_s:.1f} s hidden ({h.frames_hidden})")
+        flips.append(h.flips_to)
+    limit = max(10.0, min(100.0, max((abs(d) for d in deltas), default=0.0) * 1.15))
+    for row, delta in enumerate(deltas):
+        colour = SUPPORT_COLOUR if delta < 0 else AGAINST_COLOUR
+        ax.barh(row, delta, height=0.62, color=to_rgba(colour, 0.75), edgecolor=colour, linewidth=0.8)
+        # the event's label on the side of zero the bar does not take
+        x, align = (limit * 0.02, "left") if delta < 0 else (-limit * 0.02, "right")
+        ax.text(x, row, f"{texts[row]}  ({delta:+.0f} pp)", ha=align, va="center", fontsize=8, clip_on=True)
+    ax.axvline(0, color="#333333", linewidth=0.8)
+    if evidence.hidden is not None:
+        ax.axhline(len(prompts) - 0.5, color="#999999", linewidth=0.8, linestyle=":")
+    ax.set_xlim(-limit, limit)
+    ax.set_yticks(range(rows), labels, fontsize=9)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(axis="x", color="#e6e6e6", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.set_xlabel(f"change in the probability of “{evidence.answer}” when left out (percentage points)")
+    ax.set_title(
+        f"Evidence: what the answer rests on (“{evidence.answer}”, {evidence.answer_probability:.0%})",
+        loc="left",
+        fontsize=12,
+    )
+
+    side = _side_axes(figure, BOTTOM_IN, rows * ROW_IN)
+    side.set_xlim(0, 1)
+    side.set_ylim(rows - 0.5, -0.5)
+    side.axis("off")
+    side.text(0, -0.75, "answer when left out", fontsize=8, color="#555555", va="bottom")
+    for row, flip in enumerate(flips):
+        text, colour = ("→ " + flip, SUPPORT_COLOUR) if flip is not None else ("(unchanged)", "#777777")
+        side.text(0, row, text, fontsize=8, va="center", color=colour, clip_on=True)
     return figure

@@ -7,7 +7,6 @@ token states never change and are encoded once (benchmark questions repeat a lot
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor
 
 from glance_focus.encoders import TextEncoder
+from glance_focus.forksafe import ForkSafeLock
 
 
 def question_sequences(question: str, options: Sequence[str]) -> list[str]:
@@ -36,7 +36,7 @@ class TextFeatureCache:
         self.max_entries = max_entries
         self.encode_batch = encode_batch
         self._memo: OrderedDict[str, Tensor] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     @property
     def hidden_size(self) -> int:

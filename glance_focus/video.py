@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import resource
 import select
 import shutil
@@ -90,7 +89,7 @@ class VideoFileTooLargeError(VideoError):
 
 
 class NotAVideoError(VideoError):
-    """No container decord can read: not a regular file, renamed non-video bytes, …"""
+    """No container the decoder can read: not a regular file, renamed non-video bytes, …"""
 
 
 class NoVideoStreamError(VideoError):
@@ -399,10 +398,22 @@ def stream_frames(
     if encode_cost is not None and not encode_cost > 0:
         raise ValueError(f"encode_cost must be positive, got {encode_cost}")
     if in_process:
-        plan = _plan_sampling(
-            os.fspath(path), num_frames, fps, limits, size, _no_log, strategy, decoder_threads, encode_cost, window_s
-        )
-        return FrameStream(_LocalFrames(plan))
+        try:
+            plan = _plan_sampling(
+                os.fspath(path),
+                num_frames,
+                fps,
+                limits,
+                size,
+                _no_log,
+                strategy,
+                decoder_threads,
+                encode_cost,
+                window_s,
+            )
+        except _Unseekable as unseekable:
+            return FrameStream(_LocalFrames.decoded(unseekable.sample(_allocate_in_memory)))
+        return FrameStream(_LocalFrames.planned(plan))
     return (pool or default_pool()).stream(
         path, num_frames, fps, limits, size, strategy, decoder_threads, encode_cost, window_s=window_s
     )
@@ -468,20 +479,33 @@ class FrameStream:
 
 
 class _LocalFrames:
-    """A stream decoded in this process, one frame each time it is asked for more."""
+    """A stream decoded in this process, one frame each time it is asked for more (or, for a video
+    read front to back, all of them at once)."""
 
-    def __init__(self, plan: _Plan) -> None:
-        self.header = plan.header()
-        self.plan = plan
+    def __init__(self, header: dict[str, Any], decode: Callable[[np.ndarray], Iterator[int]]) -> None:
+        self.header = header
+        self.decode = decode
         self.decode_seconds: float | None = None
         self._started = time.perf_counter()
         self._frames: Iterator[int] | None = None
+
+    @classmethod
+    def planned(cls, plan: _Plan) -> _LocalFrames:
+        return cls(plan.header(), lambda frames: _decode_into(plan, frames))
+
+    @classmethod
+    def decoded(cls, sampled: SampledFrames) -> _LocalFrames:
+        def copy(frames: np.ndarray) -> Iterator[int]:
+            frames[:] = sampled.frames
+            yield len(frames)
+
+        return cls(_header(sampled.info, sampled.indices, sampled.timestamps_s, sampled.frames.shape), copy)
 
     def advance(self, frames: np.ndarray, decoded: int, block: bool) -> int:
         if not block:
             return decoded
         if self._frames is None:
-            self._frames = _decode_into(self.plan, frames)
+            self._frames = self.decode(frames)
         done = next(self._frames)
         if done == len(frames):
             self.decode_seconds = time.perf_counter() - self._started
@@ -503,16 +527,36 @@ def video_content_hash(path: str | os.PathLike[str], chunk_bytes: int = 1024**2)
 
 _default_pool: VideoWorkerPool | None = None
 _default_pool_lock = threading.Lock()
+_parent_pools: list[VideoWorkerPool] = []
+"""Pools a forked child inherited: kept (never used, never shut down) so that the parent's workers
+and scratch folder stay the parent's."""
 
 
 def default_pool() -> VideoWorkerPool:
     """The process-wide pool used when no ``pool`` is given; created (and its first worker
-    started) on first use — call it at app start-up to take that cost off the first request."""
+    started) on first use — call it at app start-up to take that cost off the first request.
+
+    A forked child (e.g. a ZeroGPU worker) never uses its parent's pool: the workers' pipes and
+    the condition guarding them belong to the parent. It gets its own pool on first use.
+    """
     global _default_pool
     with _default_pool_lock:
         if _default_pool is None:
             _default_pool = VideoWorkerPool()
         return _default_pool
+
+
+def _forget_parent_pool() -> None:
+    """In a forked child: a fresh lock (another thread may have held the parent's at the fork) and no pool."""
+    global _default_pool, _default_pool_lock
+    _default_pool_lock = threading.Lock()
+    if _default_pool is not None:
+        _default_pool._finalizer.detach()  # collecting it here must not stop the parent's workers
+        _parent_pools.append(_default_pool)
+        _default_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_parent_pool)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -994,7 +1038,11 @@ def _worker_main() -> None:
             reply = {"ok": False, "error": "DecodeMemoryError", "message": _memory_message(request["path"])}
         except Exception as exc:
             name = os.path.basename(request["path"])
-            message = f"Unexpected error while reading '{name}' ({type(exc).__name__}: {str(exc)[:200]})."
+            print(f"unexpected error while reading {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            message = (
+                f"'{name}' could not be read as a video (an unexpected decoding error). "
+                "Try converting it to MP4 (H.264), or another video."
+            )
             reply = {"ok": False, "error": "VideoError", "message": message}
         finally:
             signal.alarm(0)
@@ -1026,28 +1074,41 @@ def _serve(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> d
     limits = VideoLimits(**request["limits"])
     if request["op"] == "probe":
         return {"info": dataclasses.asdict(_probe_local(request["path"], limits, _worker_log))}
-    plan = _plan_sampling(
-        request["path"],
-        request["num_frames"],
-        request["fps"],
-        limits,
-        request["size"],
-        _worker_log,
-        request["strategy"],
-        request["threads"],
-        request["encode_cost"],
-        None if request["window_s"] is None else (float(request["window_s"][0]), float(request["window_s"][1])),
-    )
-    frames = _create_npy(request["out"], plan.shape, request["path"])
-    if request["stream"]:
-        send({"header": plan.header()})
-    for done in _decode_into(plan, frames):
-        if request["stream"] and done < len(plan.indices):  # the final reply announces the last one
-            send({"decoded": done})  # MAP_SHARED: the caller's reads see the frame already
-    frames.flush()
+    window = request["window_s"]
+
+    def allocate(shape: tuple[int, ...]) -> np.ndarray:
+        return _create_npy(request["out"], shape, request["path"])
+
+    try:
+        plan = _plan_sampling(
+            request["path"],
+            request["num_frames"],
+            request["fps"],
+            limits,
+            request["size"],
+            _worker_log,
+            request["strategy"],
+            request["threads"],
+            request["encode_cost"],
+            None if window is None else (float(window[0]), float(window[1])),
+        )
+    except _Unseekable as unseekable:  # read front to back, whole; announced once done
+        sampled = unseekable.sample(allocate)
+        sampled.frames.flush()
+        header = _header(sampled.info, sampled.indices, sampled.timestamps_s, sampled.frames.shape)
+        if request["stream"]:
+            send({"header": header})
+    else:
+        header = plan.header()
+        frames = allocate(plan.shape)
+        if request["stream"]:
+            send({"header": header})
+        for done in _decode_into(plan, frames):
+            if request["stream"] and done < len(plan.indices):  # the final reply announces the last one
+                send({"decoded": done})  # MAP_SHARED: the caller's reads see the frame already
+        frames.flush()
     if request["stream"]:
         return {"decode_s": time.perf_counter() - started}
-    header = plan.header()
     return {key: header[key] for key in ("info", "indices", "timestamps_s")}
 
 
@@ -1130,6 +1191,11 @@ def _check_file(path: str, limits: VideoLimits) -> tuple[str, int]:
         raise VideoFileTooLargeError(
             f"The file '{name}' is {size / _MB:.1f} MB; the limit is {limits.max_file_bytes / _MB:.1f} MB."
         )
+    if _is_text(path):
+        # FFmpeg would render a text file as a video of its characters (its "tty" format).
+        raise NotAVideoError(
+            f"The file '{name}' is not a video: it holds text. Upload a video file, e.g. MP4 (H.264) or WebM."
+        )
     overrun = _mp4_box_past_end(path, size)
     if overrun:
         # Decoders would silently return the frames before the cut (or fail to find the index).
@@ -1138,6 +1204,23 @@ def _check_file(path: str, limits: VideoLimits) -> tuple[str, int]:
             "e.g. an incomplete upload or recording."
         )
     return path, size
+
+
+_TEXT_PROBE_BYTES = 4096
+_TEXT_CONTROLS = frozenset(b"\t\n\r\x0c\x1b")
+
+
+def _is_text(path: str) -> bool:
+    """Whether the file starts with text: UTF-8 with no control bytes but tab, newlines, form feed
+    and escape. Every video container starts with binary fields (sizes, sync bytes, zeros)."""
+    with open(path, "rb") as file:
+        head = file.read(_TEXT_PROBE_BYTES)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end of the probe
+            return False
+    return all(byte >= 0x20 or byte in _TEXT_CONTROLS for byte in head) and 0x7F not in head
 
 
 _MP4_TOP_LEVEL_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
@@ -1168,12 +1251,6 @@ def _mp4_box_past_end(path: str, file_bytes: int) -> str | None:
                 return None  # not a box structure; the decoder will judge
             offset += box_bytes
     return box_type.decode("latin-1") if offset > file_bytes else None
-
-
-def _decord_reason(message: str) -> str:
-    """decord's error text without its ``[time] file.cc:line:`` prefixes."""
-    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", message).strip()
-    return text.splitlines()[-1][:200] if text else "unknown error"
 
 
 def _open_reader(path: str, ffmpeg_log: Callable[[], str], width: int = -1, height: int = -1, threads: int = 0) -> Any:
@@ -1208,8 +1285,11 @@ def _open_reader(path: str, ffmpeg_log: Callable[[], str], width: int = -1, heig
         elif message.startswith("Error reading"):  # decord's generic text; FFmpeg's went to stderr
             reason = "unrecognised or damaged container"
         else:
-            reason = _decord_reason(message)
-        raise NotAVideoError(f"The file '{name}' is not a video decord can read ({reason}).") from exc
+            reason = "unrecognised or damaged container"
+        raise NotAVideoError(
+            f"The file '{name}' is not a video this server can read ({reason}). "
+            "Upload a video file, e.g. MP4 (H.264) or WebM."
+        ) from exc
     return reader
 
 
@@ -1256,7 +1336,8 @@ def _probe_reader(reader: Any, path: str, file_bytes: int, limits: VideoLimits) 
         raise DecodeMemoryError(_memory_message(path)) from None
     except Exception as exc:
         raise CorruptVideoError(
-            f"The first frame of '{name}' cannot be decoded ({_decord_reason(str(exc))}); the file is corrupt."
+            f"The first frame of '{name}' cannot be decoded: the file is corrupt or uses a codec this server "
+            "cannot decode. Try converting it to MP4 (H.264)."
         ) from exc
     if width * height > limits.max_pixels:
         raise VideoResolutionTooLargeError(
@@ -1273,7 +1354,93 @@ def _format_duration(seconds: float) -> str:
 
 def _probe_local(path: str, limits: VideoLimits, ffmpeg_log: Callable[[], str]) -> VideoInfo:
     path, file_bytes = _check_file(path, limits)
-    return _probe_reader(_open_reader(path, ffmpeg_log), path, file_bytes, limits)[0]
+    try:
+        return _probe_reader(_open_reader(path, ffmpeg_log), path, file_bytes, limits)[0]
+    except CorruptVideoError as error:
+        return _read_in_order(path, file_bytes, limits, error)[0]
+
+
+def _read_in_order(
+    path: str,
+    file_bytes: int,
+    limits: VideoLimits,
+    error: CorruptVideoError,
+    count_for: Callable[[VideoInfo], int] | None = None,
+    size: int | None = None,
+    allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+) -> tuple[VideoInfo, SampledFrames | None]:
+    """For a container the seeking reader fails on although FFmpeg reads it front to back (e.g.
+    MPEG-TS: no index to seek with): count the frames from the packets, then decode in order and
+    keep ``count_for(info)`` uniformly spaced ones (with ``allocate``; else probe only).
+
+    Raises ``error`` (what the seeking reader found) when this way fails too.
+    """
+    import av
+
+    # Importing PyAV routes FFmpeg's log into Python, away from the worker's log file, where the
+    # seeking reader's diagnoses (e.g. "moov atom not found") are read for later requests.
+    av.logging.restore_default_callback()
+    name = os.path.basename(path)
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            times = sorted(
+                float(packet.pts * packet.time_base)
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size
+            )
+            width, height = stream.codec_context.width, stream.codec_context.height
+            rate = float(stream.average_rate or 0) or (len(times) / max(times[-1] - times[0], 1e-3))
+    except (av.FFmpegError, IndexError, ZeroDivisionError, OverflowError, ValueError):
+        raise error from None
+    if not times or width <= 0 or height <= 0:
+        raise error
+    starts = np.asarray(times, dtype=np.float64) - times[0]  # [T]
+    duration_s = float(starts[-1] + 1.0 / rate)
+    if duration_s > limits.max_duration_s:
+        raise VideoTooLongError(
+            f"'{name}' is {_format_duration(duration_s)} long; the limit is {_format_duration(limits.max_duration_s)}."
+        )
+    if width * height > limits.max_pixels:
+        raise VideoResolutionTooLargeError(
+            f"'{name}' is {width}x{height} pixels; the limit is {limits.max_pixels / 1e6:.1f} megapixels "
+            "(4K UHD is 8.3)."
+        )
+    info = VideoInfo(path, file_bytes, len(starts), rate, duration_s, int(width), int(height))
+    if allocate is None or count_for is None:
+        return info, None
+    count = count_for(info)
+    indices = uniform_indices(info.num_frames, count)
+    out_height, out_width = _output_size(height, width, size)
+    _check_decode_memory(name, count, out_height, out_width, limits)
+    frames = allocate((count, out_height, out_width, 3))  # [N, H, W, 3]
+    wanted = {int(index): row for row, index in enumerate(indices)}
+    found = 0
+    try:
+        with av.open(path) as container:
+            for number, frame in enumerate(container.decode(container.streams.video[0])):
+                row = wanted.get(number)
+                if row is not None:
+                    frames[row] = frame.to_ndarray(format="rgb24", width=out_width, height=out_height)
+                    found += 1
+                if found == count:
+                    break
+    except av.FFmpegError:
+        raise error from None
+    if found == 0:
+        raise error
+    if found < count:  # fewer frames decoded than packets counted: repeat the last one found
+        frames[found:] = frames[found - 1]
+    return info, SampledFrames(frames=frames, timestamps_s=starts[indices], indices=indices, info=info)
+
+
+def _check_decode_memory(name: str, count: int, height: int, width: int, limits: VideoLimits) -> None:
+    frame_bytes = height * width * 3
+    if count * frame_bytes > limits.max_decode_memory_bytes:
+        raise DecodeMemoryError(
+            f"{count} frames of {width}x{height} from '{name}' need {count * frame_bytes / _MB:.0f} MB; "
+            f"the limit is {limits.max_decode_memory_bytes / _MB:.0f} MB. Sample fewer frames or a smaller size."
+        )
 
 
 def _output_size(height: int, width: int, size: int | None) -> tuple[int, int]:
@@ -1301,14 +1468,54 @@ class _Plan:
 
     def header(self) -> dict[str, Any]:
         """The plan as JSON (what a worker tells its caller before the first frame)."""
-        return {
-            "info": dataclasses.asdict(self.info),
-            "indices": self.indices.tolist(),
-            "timestamps_s": self.timestamps_s.tolist(),
-            "shape": list(self.shape),
-            "strategy": self.strategy,
-            "threads": self.threads,
-        }
+        return _header(self.info, self.indices, self.timestamps_s, self.shape, self.strategy, self.threads)
+
+
+def _header(
+    info: VideoInfo,
+    indices: np.ndarray,
+    timestamps_s: np.ndarray,
+    shape: tuple[int, ...],
+    strategy: str = "sequential",
+    threads: int = 0,
+) -> dict[str, Any]:
+    return {
+        "info": dataclasses.asdict(info),
+        "indices": indices.tolist(),
+        "timestamps_s": timestamps_s.tolist(),
+        "shape": list(shape),
+        "strategy": strategy,
+        "threads": threads,
+    }
+
+
+class _Unseekable(Exception):  # noqa: N818  (a signal between two functions, not an error to report)
+    """The seeking reader failed to open a video that may still read front to back (e.g. MPEG-TS)."""
+
+    def __init__(
+        self,
+        error: CorruptVideoError,
+        path: str,
+        file_bytes: int,
+        num_frames: int | None,
+        fps: float | None,
+        limits: VideoLimits,
+        size: int | None,
+    ) -> None:
+        super().__init__(str(error))
+        self.error, self.path, self.file_bytes = error, path, file_bytes
+        self.num_frames, self.fps, self.limits, self.size = num_frames, fps, limits, size
+
+    def sample(self, allocate: Callable[[tuple[int, ...]], np.ndarray]) -> SampledFrames:
+        """The sample read front to back (raises the seeking reader's error if that fails too)."""
+
+        def count_for(info: VideoInfo) -> int:
+            wanted = self.num_frames if self.num_frames is not None else max(1, round(info.duration_s * self.fps))
+            return min(wanted, self.limits.max_frames_to_sample, info.num_frames)
+
+        sampled = _read_in_order(self.path, self.file_bytes, self.limits, self.error, count_for, self.size, allocate)[1]
+        assert sampled is not None
+        return sampled
 
 
 def _plan_sampling(
@@ -1328,8 +1535,13 @@ def _plan_sampling(
     :func:`decoder_threads_beside_encoder` says)."""
     path, file_bytes = _check_file(path, limits)
     name = os.path.basename(path)
-    reader = _open_reader(path, ffmpeg_log, threads=threads)
-    info, starts = _probe_reader(reader, path, file_bytes, limits)
+    try:
+        reader = _open_reader(path, ffmpeg_log, threads=threads)
+        info, starts = _probe_reader(reader, path, file_bytes, limits)
+    except CorruptVideoError as error:
+        if window_s is not None:  # reading front to back cannot start at a time
+            raise
+        raise _Unseekable(error, path, file_bytes, num_frames, fps, limits, size) from None
 
     first, available, span_s = 0, info.num_frames, info.duration_s
     if window_s is not None:
@@ -1345,12 +1557,7 @@ def _plan_sampling(
     count = min(wanted, limits.max_frames_to_sample, available)
     indices = first + uniform_indices(available, count)  # strictly increasing: count <= available
     out_height, out_width = _output_size(info.height, info.width, size)
-    frame_bytes = out_height * out_width * 3
-    if count * frame_bytes > limits.max_decode_memory_bytes:
-        raise DecodeMemoryError(
-            f"{count} frames of {out_width}x{out_height} from '{name}' need {count * frame_bytes / _MB:.0f} MB; "
-            f"the limit is {limits.max_decode_memory_bytes / _MB:.0f} MB. Sample fewer frames or a smaller size."
-        )
+    _check_decode_memory(name, count, out_height, out_width, limits)
     key_indices = np.asarray(reader.get_key_indices())
     if strategy == "auto":
         strategy = choose_decode_strategy(key_indices, indices)
@@ -1397,7 +1604,10 @@ def _decode_into(plan: _Plan, frames: np.ndarray) -> Iterator[int]:
                 f"{plan.info.num_frames}); the file is truncated or corrupt."
             ) from exc
         if frame.shape != plan.shape[1:]:
-            raise CorruptVideoError(f"Decoding '{name}' returned frames of an unexpected shape {frame.shape}.")
+            raise CorruptVideoError(
+                f"Decoding '{name}' returned frames of an unexpected size; the file may be damaged. "
+                "Try converting it to MP4 (H.264)."
+            )
         frames[done - 1] = frame
         yield done
 
@@ -1414,7 +1624,10 @@ def _sample_local(
     threads: int = 0,
     window_s: tuple[float, float] | None = None,
 ) -> SampledFrames:
-    plan = _plan_sampling(path, num_frames, fps, limits, size, ffmpeg_log, strategy, threads, None, window_s)
+    try:
+        plan = _plan_sampling(path, num_frames, fps, limits, size, ffmpeg_log, strategy, threads, None, window_s)
+    except _Unseekable as unseekable:
+        return unseekable.sample(allocate)
     frames = allocate(plan.shape)  # [N, H, W, 3]
     for _ in _decode_into(plan, frames):
         pass

@@ -115,14 +115,38 @@ def _predict(served: Served, video: Path, question: str, options: str) -> dict:
     return served.client.predict(handle_file(str(video)), question, options, api_name="/predict")
 
 
+def _evidence(served: Served, video: Path, question: str, options: str) -> dict:
+    return served.client.predict(handle_file(str(video)), question, options, api_name="/evidence")
+
+
 # ----------------------------------------------------------------------------------------------
 # The API
 
 
-def test_the_api_lists_predict_and_nothing_internal(served: Served) -> None:
+def test_the_api_lists_predict_and_evidence_and_nothing_internal(served: Served) -> None:
     endpoints = served.client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert list(endpoints) == ["/predict"]
-    assert [p["parameter_name"] for p in endpoints["/predict"]["parameters"]] == ["video", "question", "options"]
+    assert list(endpoints) == ["/predict", "/evidence"]
+    for name in endpoints:
+        assert [p["parameter_name"] for p in endpoints[name]["parameters"]] == ["video", "question", "options"]
+
+
+def test_evidence_gives_the_effect_of_leaving_out_each_memory_prompt(served: Served) -> None:
+    example = served.examples[0]
+    options = "\n".join(example.options)
+    evidence = _evidence(served, example.video, example.question, options)
+    prediction = _predict(served, example.video, example.question, options)
+    assert set(evidence) == {"answer", "options", "probabilities", "evidence"}
+    assert evidence["answer"] == prediction["answer"] and evidence["options"] == example.options
+    assert evidence["probabilities"] == pytest.approx(prediction["probabilities"], abs=1e-5)
+    answer_probability = evidence["probabilities"][example.options.index(evidence["answer"])]
+    assert len(evidence["evidence"]) == len(prediction["events"])
+    for slot, (entry, event) in enumerate(zip(evidence["evidence"], prediction["events"], strict=True)):
+        assert set(entry) == {"slot", "start_s", "end_s", "label", "probability_without", "delta", "flips_to"}
+        assert entry["slot"] == slot
+        assert (entry["start_s"], entry["end_s"], entry["label"]) == (event["start_s"], event["end_s"], event["label"])
+        assert 0 <= entry["probability_without"] <= 1
+        assert entry["delta"] == pytest.approx(entry["probability_without"] - answer_probability, abs=2e-6)
+        assert entry["flips_to"] is None or entry["flips_to"] in set(example.options) - {evidence["answer"]}
 
 
 def test_a_real_video_returns_the_json_and_a_second_question_hits_the_feature_cache(
@@ -178,7 +202,7 @@ BAD_REQUESTS = {
     "0 bytes": (_file("empty.mp4", b""), "Q?", "a\nb", "is empty (0 bytes)"),
     "truncated mp4": (_file("cut.mp4", _half_of_bikes), "Q?", "a\nb", "truncated"),
     "audio only": (audio_only_video, "Q?", "a\nb", "has no video stream"),
-    "not a video type": (_file("notes.txt", b"hello"), "Q?", "a\nb", "Invalid file type"),
+    "text file": (_file("notes.txt", b"hello, these are my notes\n" * 20), "Q?", "a\nb", "not a video"),
     "empty question": (None, "   ", "a\nb", "Please type a question"),
     "no options": (None, "What happens?", "\n \n", "give at least two"),
     "one option": (None, "What happens?", "only this", "give at least two"),
@@ -199,6 +223,17 @@ def test_bad_input_gives_a_clear_message_and_the_next_request_succeeds(
         "a bike passes",
         "it rains",
     )
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_evidence_refuses_bad_input_with_the_messages_of_predict(
+    case: str, served: Served, bikes: Path, tmp_path: Path
+) -> None:
+    make, question, options, words = BAD_REQUESTS[case]
+    video = make(tmp_path) if make else bikes
+    with pytest.raises(Exception, match=re.escape(words)) as caught:
+        _evidence(served, video, question, options)
+    assert "Traceback" not in str(caught.value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,3 +333,19 @@ def test_cache_dir_holds_the_feature_cache_and_the_inspection_runs(
 def test_options_are_one_per_line() -> None:
     assert parse_options(" a \n\nb\n") == ["a", "b"]
     assert parse_options("  \n") is None and parse_options(None) is None
+
+
+def test_gradio_is_imported_only_by_the_app_package() -> None:
+    """The library and the training programs run without gradio; only ``glance_focus/app/`` lays out pages."""
+    import ast
+
+    importers = []
+    for path in [*(ROOT / "glance_focus").rglob("*.py"), *(ROOT / "train").rglob("*.py")]:
+        if (ROOT / "glance_focus" / "app") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(name == "gradio" or name.startswith(("gradio.", "gradio_client")) for name in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert importers == []

@@ -20,7 +20,7 @@ from glance_focus.app.serving import launch
 from glance_focus.inspection import TABLE_COLUMNS, DataSource, filter_rows, overview, table
 from tests.test_app import free_port
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.test_inspection import converted_reference_checkpoint, write_star_dataset
+from tests.test_inspection import NUM_PROMPTS, converted_reference_checkpoint, write_star_dataset
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +86,29 @@ def test_filter_to_wrong_answers(inspector: Inspector, ran: tuple[Any, ...]) -> 
         inspector.filter(_key(ran), False, ALL, ALL, 0.9, 0.1, "")
 
 
+def test_filter_to_wrong_answers_resting_on_no_ground_truth_event(inspector: Inspector, ran: tuple[Any, ...]) -> None:
+    run = inspector.get_run(_key(ran))
+    listing, ids, count = inspector.filter(_key(ran), False, ALL, ALL, 0.0, 1.0, "", True)
+    expected = filter_rows(run, evidence_outside_gt=True)
+    assert [row[0] for row in listing["data"]] == [r.question_id for r in expected] == ids["choices"]
+    assert all(row[5] is False and row[-1] == "no" for row in listing["data"])
+    assert count == f"{len(expected)} of {len(run.rows)} questions"
+
+
 def test_selecting_a_row_shows_the_question_and_figures(inspector: Inspector, ran: tuple[Any, ...]) -> None:
     run = inspector.get_run(_key(ran))
     event = gr.SelectData(None, {"index": [0, 2], "value": "x", "row_value": list(table(run.rows)[0])})
     question_id = inspector.selected_id(event)
     assert question_id == run.rows[0].question_id == "Interaction_T1_0"
-    detail, options, timeline, attention, video = inspector.show(_key(ran), question_id)
+    detail, options, timeline, attention, video, evidence = inspector.show(_key(ran), question_id)
     row = run.row(question_id)
     assert row.question in detail and row.predicted in detail
+    assert isinstance(evidence, Figure)
+    slot = row.strongest_evidence
+    assert f"P{slot + 1} — {row.predicted_events[slot].label}" in detail or "does not rest on any single" in detail
+    bars = evidence.axes[0].patches
+    assert len(bars) == NUM_PROMPTS
+    assert [round(b.get_width(), 4) for b in bars] == pytest.approx([100 * d for d in row.evidence_deltas], abs=1e-3)
     assert [o[0] for o in options] == list(row.choices)
     assert [o[1] for o in options] == [round(p, 4) for p in row.probabilities]
     assert any("predicted" in o[2] for o in options) and any("correct" in o[2] for o in options)
@@ -139,7 +154,7 @@ def test_the_page_has_an_inspect_tab_whose_events_are_private(inspector: Inspect
     dropdown = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "inspect-dataset")
     assert [v for _, v in dropdown.choices] == ["star-tiny"]
     api = page.get_api_info()["named_endpoints"]
-    assert list(api) == ["/predict"]
+    assert list(api) == ["/predict", "/evidence"]
 
 
 def test_data_argument() -> None:
@@ -173,9 +188,14 @@ def test_in_a_browser_run_filter_wrong_and_open_one(inspector: Inspector, ran: t
             page.locator("#inspect-count").get_by_text(f"{len(wrong)} of 20 questions").wait_for()
             page.locator("#inspect-table [role=gridcell]").nth(1).click()  # first row, second column
             page.locator("#inspect-detail").get_by_text(wrong[0].question_id, exact=False).wait_for()
-            image = page.locator("#inspect-timeline img")
-            image.wait_for()
-            assert image.evaluate("img => img.complete && img.naturalWidth > 200")
+            for figure in ("#inspect-timeline", "#inspect-evidence"):
+                image = page.locator(f"{figure} img")
+                image.wait_for()
+                assert image.evaluate("img => img.complete && img.naturalWidth > 200")
+            page.locator("#inspect-detail").get_by_text("Evidence:", exact=False).wait_for()
+            outside = [r for r in wrong if r.strongest_evidence_in_gt_event is False]
+            page.locator("#inspect-outside input").check()
+            page.locator("#inspect-count").get_by_text(f"{len(outside)} of 20 questions").wait_for()
             browser.close()
     finally:
         page_app.close()

@@ -35,7 +35,9 @@ from glance_focus.inspection import (
     overview,
     parse_data_args,
     predictor_for,
+    row_evidence,
     run_inspection,
+    strongest_evidence_text,
     table,
 )
 from glance_focus.inspection_plots import accuracy_by_type_figure, errors_figure, example_timeline_figure
@@ -359,6 +361,17 @@ def test_export_csv_and_json(run: InspectionRun, tmp_path: Path) -> None:
         assert all(0 <= e[k] <= row.duration_s for e in first["predicted_events"] for k in ("start_s", "end_s"))
     assert json.loads(csv_rows[0]["options"]) == list(row.options)
     assert json.loads(csv_rows[0]["predicted_events"]) == first["predicted_events"]
+    assert len(first["evidence"]) == NUM_PROMPTS
+    slot = row.strongest_evidence
+    assert first["strongest_evidence_slot"] == slot
+    assert (
+        first["evidence"][slot]["delta"]
+        == first["strongest_evidence_delta"]
+        == min(e["delta"] for e in first["evidence"])
+    )
+    assert first["strongest_evidence_in_gt_event"] == row.strongest_evidence_in_gt_event
+    assert json.loads(csv_rows[0]["evidence"]) == first["evidence"]
+    assert csv_rows[0]["strongest_evidence_slot"] == str(slot)
     assert csv_rows[0]["correct"] == "False" and float(csv_rows[0]["confidence"]) == first["confidence"]
     with pytest.raises(InspectionError):
         export_rows(wrong, tmp_path / "errors.xlsx")
@@ -371,6 +384,8 @@ def test_export_csv_and_json(run: InspectionRun, tmp_path: Path) -> None:
         False,
         round(row.confidence, 3),
         row.num_gt_events,
+        strongest_evidence_text(row),
+        {True: "yes", False: "no", None: ""}[row.strongest_evidence_in_gt_event],
     ]
 
 
@@ -453,3 +468,94 @@ def test_data_arguments_and_sources(tmp_path: Path) -> None:
         find_source(sources, str(star), "val")  # a path is not a name
     with pytest.raises(InspectionError):
         find_source(sources, "star", "train")
+
+
+def test_rows_hold_the_leave_one_out_evidence_of_their_batch(setup: dict[str, Path], run: InspectionRun) -> None:
+    """Each row's evidence equals the model answering that question, as batched in evaluation (the
+    compat model's padded text tokens count), with one memory prompt removed at a time."""
+    from torch.utils.data import DataLoader
+
+    from glance_focus.batching import VideoQADataset, collate_qa
+    from glance_focus.data.features import FeatureStore
+    from glance_focus.data.registry import load_split
+    from glance_focus.evaluation import checkpoint_text_features
+
+    loaded = load_checkpoint(setup["checkpoint"])
+    model = loaded.model.eval()
+    split = load_split("star", setup["data"], "val")
+    dataset = VideoQADataset(split, FeatureStore(run.features_path), NUM_FRAMES, NUM_PROMPTS, "se")
+    batch = next(iter(DataLoader(dataset, batch_size=64, collate_fn=collate_qa)))
+    assert len(batch.indices) == len(run.rows), "the whole split is one evaluation batch"
+    text, padding = checkpoint_text_features(loaded).encode(batch.sequences)
+    checked = 0
+    for position, index in enumerate(batch.indices.tolist()):
+        row = run.row(split.examples[index].question_id)
+        assert len(row.evidence_without) == len(row.evidence_flips_to) == NUM_PROMPTS
+        if position % 4:
+            continue
+        one = slice(position, position + 1)
+        with torch.no_grad():
+            full = model(batch.frames[one], batch.frame_padding[one], text[one], padding[one])
+            for k in range(NUM_PROMPTS):
+                keep = torch.tensor([j for j in range(NUM_PROMPTS) if j != k])
+                alone = (
+                    model.focus(
+                        batch.frames[one],
+                        batch.frame_padding[one],
+                        full.sorted_memory_prompts[:, keep],
+                        text[one],
+                        padding[one],
+                        prompt_slots=keep[None],
+                    )
+                    .answer_logits[0]
+                    .softmax(-1)
+                )
+                assert row.evidence_without[k] == pytest.approx(float(alone[row.prediction]), abs=1e-5)
+                new_answer = int(alone.argmax())
+                expected = None if new_answer == row.prediction else row.choices[new_answer]
+                assert row.evidence_flips_to[k] == expected
+        checked += 1
+    assert checked >= 5
+    assert any(abs(d) > 1e-3 for r in run.rows for d in r.evidence_deltas), "removing prompts changes answers"
+
+
+def test_strongest_evidence_and_the_outside_every_event_filter(run: InspectionRun) -> None:
+    for row in run.rows:
+        slot = row.strongest_evidence
+        assert slot is not None and row.evidence_deltas[slot] == min(row.evidence_deltas)
+        if row.gt_events:
+            inside = any(row.predicted_events[slot].overlaps(e) for e in row.gt_events)
+            assert row.strongest_evidence_in_gt_event is inside
+        else:
+            assert row.strongest_evidence_in_gt_event is None
+    outside = filter_rows(run, evidence_outside_gt=True)
+    assert outside == [r for r in run.rows if r.correct is False and r.strongest_evidence_in_gt_event is False]
+
+    # a wrong answer resting on P1 (0.5-0.6 of the video) while the only event is at 0.1-0.3
+    row = next(r for r in run.rows if r.correct is False and r.gt_events)
+    events = (
+        inspection.EventSpan("a", 0, 0.5, 0.6, 0.9),
+        inspection.EventSpan("b", 1, 0.1, 0.3, 0.9),
+    )
+    gt = (inspection.EventSpan("b", 1, 0.1, 0.3),)
+    made = dataclasses.replace(
+        row, predicted_events=events, gt_events=gt, evidence_without=(0.1, 0.5), evidence_flips_to=("x", None)
+    )
+    assert made.strongest_evidence == 0 and made.strongest_evidence_in_gt_event is False
+    assert filter_rows([made], evidence_outside_gt=True) == [made]
+    overlapping = dataclasses.replace(made, gt_events=(*gt, inspection.EventSpan("a", 0, 0.55, 0.8)))
+    assert overlapping.strongest_evidence_in_gt_event is True
+    assert filter_rows([overlapping], evidence_outside_gt=True) == []
+    right = dataclasses.replace(made, correct=True)
+    assert filter_rows([right], evidence_outside_gt=True) == []
+    assert strongest_evidence_text(made) == f"P1 a ({round(100 * (0.1 - made.confidence)):+d} pp)"
+
+
+def test_example_detail_carries_the_stored_evidence(run: InspectionRun) -> None:
+    detail = example_detail(run, "Interaction_T1_0", attention=False)
+    evidence = detail.evidence
+    assert evidence is not None and evidence == row_evidence(detail.row)
+    assert [p.probability_without for p in evidence.prompts] == list(detail.row.evidence_without)
+    assert [(p.start_s, p.end_s) for p in evidence.prompts] == [(s["start"], s["end"]) for s in detail.predicted_spans]
+    assert evidence.strongest.slot == detail.row.strongest_evidence
+    assert evidence.sentence().startswith("The answer ")

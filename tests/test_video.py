@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import re
 import signal
 import threading
 import wave
@@ -371,9 +372,10 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], type[VideoError], str]] = {
     "random bytes as .mp4": (
         _write("noise.mp4", np.random.default_rng(0).bytes(20_000)),
         NotAVideoError,
-        "is not a video decord can read (Invalid data",
+        "is not a video this server can read (Invalid data",
     ),
-    "text as .mkv": (_write("notes.mkv", b"hello\n" * 500), NotAVideoError, "is not a video decord can read"),
+    "text as .mkv": (_write("notes.mkv", b"hello\n" * 500), NotAVideoError, "is not a video: it holds text"),
+    "text as .txt": (_write("notes.txt", "héllo, notes\n".encode() * 500), NotAVideoError, "it holds text"),
     "directory": (lambda tmp: tmp, NotAVideoError, "is not a regular file"),
     "fifo": (_fifo, NotAVideoError, "is not a regular file"),
     "wav as .mp4": (lambda tmp: _write_wav(tmp / "speech.mp4"), NoVideoStreamError, "has no video stream"),
@@ -543,3 +545,15 @@ def test_worker_dead_while_idle_is_replaced(bikes: Path) -> None:
         workers._idle[0].process.wait(timeout=10)
         _assert_pool_works(workers)
         assert workers.worker_pids != [pid]
+
+
+def test_reading_a_stream_in_order_keeps_the_decoders_diagnoses(pool: VideoWorkerPool, tmp_path: Path) -> None:
+    """After an MPEG-TS file (read front to back) the same worker still explains a damaged MP4."""
+    from tests.test_hostile_inputs import write_clip
+
+    clip = write_clip(tmp_path / "clip.ts", "mpegts", "libx264")
+    for _ in range(pool._max_workers):  # every worker reads one
+        assert sample_frames(clip, num_frames=4, pool=pool).frames.shape[0] == 4
+    make, error, words = BAD_FILES["moov bit flipped"]
+    with pytest.raises(error, match=re.escape(words)):
+        sample_frames(make(tmp_path), num_frames=8, pool=pool)

@@ -9,6 +9,7 @@
 - :mod:`~glance_focus.app.demo_tab`: the "Ask a question" tab
 - :mod:`~glance_focus.app.inspect_tab`: the Inspect tab
 - :mod:`~glance_focus.app.api`: the ``/predict`` endpoint
+- :mod:`~glance_focus.app.uploads`: the file input (any file; the content decides)
 - :mod:`~glance_focus.app.page`: the whole page (:func:`build_app`)
 - :mod:`~glance_focus.app.serving`: warm-up and :func:`launch`
 """

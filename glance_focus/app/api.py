@@ -1,50 +1,28 @@
-"""The programmatic API: ``/predict`` for ``gradio_client`` (hidden components, no place in the page)."""
+"""The programmatic API for ``gradio_client``: ``/predict`` and ``/evidence`` (hidden components, no
+place in the page)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import gradio as gr
-from gradio.data_classes import FileData
-from gradio.exceptions import Error as GradioError
-from gradio.utils import NamedString
-from gradio_client.utils import is_valid_file
 
 from glance_focus.app.answering import Answerer
 from glance_focus.app.models import Models
-
-VIDEO_EXTENSIONS = [".mp4", ".webm", ".mov", ".avi", ".mkv"]
-
-
-def uploaded_file_input(label: str, file_types: list[str]) -> gr.File:
-    """A ``gr.File`` input that passes the uploaded file's path on, and nothing else.
-
-    ``gr.File(type="filepath")`` in gradio 6 also creates an empty, never-used temporary file in
-    the upload cache on every request; under load that is one stray file per API call. This
-    input checks the file type the same way and returns the upload's own path (which gradio's
-    cache sweep owns). The method is replaced on the instance: a ``gr.File`` subclass would make
-    gradio write a ``.pyi`` stub beside this module at import time.
-    """
-    component = gr.File(label=label, file_types=file_types, type="filepath")
-
-    def process_single_file(f: FileData) -> NamedString:
-        if not is_valid_file(f.path, file_types):
-            raise GradioError(f"Invalid file type. Upload one of these formats: {', '.join(file_types)}")
-        return NamedString(f.path)
-
-    component._process_single_file = process_single_file
-    return component
+from glance_focus.app.uploads import uploaded_file_input
 
 
 def build_api(models: Models) -> None:
-    """The ``/predict`` endpoint for ``gradio_client`` (hidden components; no place in the page)."""
+    """The ``/predict`` and ``/evidence`` endpoints for ``gradio_client`` (hidden components; no place
+    in the page). Both take the same inputs and give a person's mistakes the same messages."""
     answerer = Answerer(models)
 
     def predict(video: str | None, question: str, options: str) -> dict[str, Any]:
         """Answer a question about a video with the default model.
 
         Args:
-            video: the video file (mp4, webm, mov, avi or mkv).
+            video: the video file, in any format the server's decoder reads (MP4, WebM, MOV, MKV,
+                AVI, MPEG, MPEG-TS, 3GP, ...); judged by its content, not its name.
             question: the question.
             options: the answer options, one per line; empty for an open-ended model.
 
@@ -54,8 +32,24 @@ def build_api(models: Models) -> None:
         """
         return answerer(models.default, video, question, options).to_json()
 
+    def evidence(video: str | None, question: str, options: str) -> dict[str, Any]:
+        """How much the answer rests on each memory prompt: the model answers again with each one left out.
+
+        Args:
+            video: the video file (mp4, webm, mov, avi or mkv).
+            question: the question.
+            options: the answer options, one per line; empty for an open-ended model.
+
+        Returns:
+            ``{answer, options, probabilities, evidence: [{slot, start_s, end_s, label,
+            probability_without, delta, flips_to}]}``, one evidence entry per memory prompt in
+            temporal order; ``delta`` = ``probability_without`` minus the answer's probability;
+            ``flips_to`` is the answer without that prompt, or null where it stays.
+        """
+        return answerer.evidence(models.default, video, question, options).to_json()
+
     with gr.Column(visible=False):
-        api_video = uploaded_file_input("video", VIDEO_EXTENSIONS)
+        api_video = uploaded_file_input("video")
         api_question = gr.Textbox(label="question")
         api_options = gr.Textbox(label="options", lines=4)
         api_result = gr.JSON(label="result")
@@ -65,5 +59,13 @@ def build_api(models: Models) -> None:
         inputs=[api_video, api_question, api_options],
         outputs=api_result,
         api_name="predict",
+        concurrency_id="inference",
+    )
+    gr.on(
+        [],
+        evidence,
+        inputs=[api_video, api_question, api_options],
+        outputs=api_result,
+        api_name="evidence",
         concurrency_id="inference",
     )

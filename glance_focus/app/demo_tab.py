@@ -1,5 +1,6 @@
 """The "Ask a question" tab: video, question, options, model and frames in; the answer, the event
-timeline, the memory-prompt attention and the timings out; cached examples under the inputs."""
+timeline, the evidence (what the answer rests on, and a time range to hide), the memory-prompt
+attention and the timings out; cached examples under the inputs."""
 
 from __future__ import annotations
 
@@ -14,10 +15,19 @@ from glance_focus.app.answering import Answerer
 from glance_focus.app.examples import Example, examples_cache_folder, examples_cache_key, examples_cache_root
 from glance_focus.app.messages import model_summary, timings_markdown
 from glance_focus.app.models import Models
-from glance_focus.app.settings import EXAMPLES_PER_PAGE, FRAMES_RANGE, REPO_ROOT
+from glance_focus.app.settings import EXAMPLES_PER_PAGE, FRAMES_RANGE, MAX_UPLOAD_BYTES, REPO_ROOT, VIDEO_LIMITS
+from glance_focus.app.uploads import uploaded_file_input
 from glance_focus.checkpoint import CONFIG_NAME
+from glance_focus.evidence import Evidence
 from glance_focus.pipeline import MAX_OPTIONS, MAX_QUESTION_CHARS
-from glance_focus.plots import attention_figure, timeline_figure
+from glance_focus.plots import attention_figure, evidence_figure, timeline_figure
+
+
+def hidden_probabilities(evidence: Evidence) -> dict[str, float] | None:
+    """The answer's probabilities without the hidden stretch (for a ``gr.Label``), or None."""
+    if evidence.hidden is None:
+        return None
+    return dict(zip(evidence.choices, evidence.hidden.probabilities, strict=True))
 
 
 def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
@@ -33,18 +43,41 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         model_name: str | None,
         frames: float,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (gradio's way to ask for progress)
-    ) -> tuple[dict[str, float], Figure, Figure, str, dict[str, Any]]:
-        """Answer from the page: label, figures, timings and the API's JSON."""
+    ) -> tuple[Any, ...]:
+        """Answer from the page: label, figures, timings, the API's JSON, the evidence (sentence,
+        figure), the time range to hide preset to the strongest evidence's span, no hidden result yet."""
         prediction = answerer(model_name, video_path, question_text, options_text, frames, progress)
-        progress(0.9, desc="Drawing the timeline and attention…")
+        progress(0.8, desc="Answering again without each memory prompt…")
+        evidence = answerer.evidence(model_name, video_path, question_text, options_text, frames)
+        progress(0.9, desc="Drawing the timeline, evidence and attention…")
         probabilities = dict(zip(prediction.options, prediction.probabilities, strict=True))
+        strongest = evidence.strongest
         return (
             probabilities,
             timeline_figure(prediction),
             attention_figure(prediction),
             timings_markdown(prediction, models.device),
             prediction.to_json(),
+            evidence.sentence(),
+            evidence_figure(evidence),
+            round(min(strongest.start_s, strongest.end_s), 1),
+            round(max(strongest.start_s, strongest.end_s), 1),
+            None,
+            "",
         )
+
+    def hide_fn(
+        video_path: str | None,
+        question_text: str,
+        options_text: str,
+        model_name: str | None,
+        frames: float,
+        start_s: float | None,
+        end_s: float | None,
+    ) -> tuple[dict[str, float] | None, str, Figure]:
+        """Answer again without the frames of ``[start_s, end_s]``: its probabilities, a sentence, the evidence."""
+        evidence = answerer.evidence(model_name, video_path, question_text, options_text, frames, hide=(start_s, end_s))
+        return hidden_probabilities(evidence), evidence.hidden_sentence() or "", evidence_figure(evidence)
 
     # Outputs are created first (unrendered) so that the examples, which need them, can sit under the inputs.
     answer = gr.Label(
@@ -54,17 +87,28 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
     result_json = gr.JSON(show_label=False, render=False)
     timeline = gr.Plot(label="Event timeline", format="png", elem_id="timeline", render=False)
     attention = gr.Plot(label="Memory-prompt attention", format="png", elem_id="attention", render=False)
-    outputs = [answer, timeline, attention, timings, result_json]
+    evidence_sentence = gr.Markdown(elem_id="evidence-sentence", render=False)
+    evidence_plot = gr.Plot(label="Evidence", format="png", elem_id="evidence", render=False)
+    hide_start = gr.Number(label="Hide from (s)", minimum=0, elem_id="hide-start", render=False)
+    hide_end = gr.Number(label="to (s)", minimum=0, elem_id="hide-end", render=False)
+    hidden_answer = gr.Label(
+        label="Answer without that stretch", num_top_classes=MAX_OPTIONS, elem_id="hidden-answer", render=False
+    )
+    hidden_sentence = gr.Markdown(elem_id="hidden-sentence", render=False)
+    evidence_outputs = [evidence_sentence, evidence_plot, hide_start, hide_end, hidden_answer, hidden_sentence]
+    outputs = [answer, timeline, attention, timings, result_json, *evidence_outputs]
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=360):
-            video = gr.Video(
-                label="Video (mp4, webm, mov, avi, mkv)",
-                sources=["upload"],
-                include_audio=True,
-                height=300,
-                elem_id="video",
+            # Any file is accepted (a video player's upload box refuses files whose type the browser
+            # does not call video, e.g. many .ts or extension-less files); the player only previews.
+            video = uploaded_file_input("Video (any format)", height=120, elem_id="video")
+            gr.Markdown(
+                "MP4, WebM, MOV, MKV, AVI, MPEG, MPEG-TS, 3GP, … — any file a video decoder reads; at most "
+                f"{MAX_UPLOAD_BYTES // 10**6} MB and {VIDEO_LIMITS.max_duration_s / 60:g} minutes.",
+                elem_classes="figure-help",
             )
+            preview = gr.Video(label="Preview", interactive=False, height=260, visible=False, elem_id="video-preview")
             question = gr.Textbox(
                 label="Question",
                 placeholder="e.g. What happened right after the object turned red?",
@@ -101,6 +145,7 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
             if examples and default is not None:
                 files = [default.path / CONFIG_NAME, *default.path.glob("*.safetensors"), *(e.video for e in examples)]
                 files += [*Path(__file__).parent.glob("*.py"), REPO_ROOT / "glance_focus" / "plots.py"]
+                files.append(REPO_ROOT / "glance_focus" / "evidence.py")
                 folder = examples_cache_root() / examples_cache_key(files, examples)
                 with examples_cache_folder(folder):
                     gr.Examples(
@@ -136,6 +181,23 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         "sampled frames at their times.",
         elem_classes="figure-help",
     )
+    with gr.Group(elem_id="evidence-panel"):
+        gr.Markdown("### Evidence: what the answer rests on")
+        evidence_sentence.render()
+        evidence_plot.render()
+        gr.Markdown(
+            "Same rows as the timeline: the model answered again with each memory prompt left out. A red bar "
+            "is how much the answer's probability falls without that prompt (the answer rests on it), a blue "
+            "bar how much it rises; the right column names the answer the model switches to, if any. Hide a "
+            "stretch of the video (its frames are left out of both stages) to see the answer without it.",
+            elem_classes="figure-help",
+        )
+        with gr.Row(equal_height=True):
+            hide_start.render()
+            hide_end.render()
+            hide_button = gr.Button("Hide this stretch and answer again", elem_id="hide-button")
+        hidden_answer.render()
+        hidden_sentence.render()
     attention.render()
     gr.Markdown(
         "Same rows and time axis as the timeline. Left: where each memory prompt looked while glancing "
@@ -149,6 +211,14 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         answer_fn,
         inputs=inputs,
         outputs=outputs,
+        api_visibility="private",
+        concurrency_id="inference",
+    )
+
+    hide_button.click(
+        hide_fn,
+        inputs=[*inputs, hide_start, hide_end],
+        outputs=[hidden_answer, hidden_sentence, evidence_plot],
         api_visibility="private",
         concurrency_id="inference",
     )
@@ -167,6 +237,12 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
             gr.update(visible=choice.card is not None),
             choice.card or "",
         )
+
+    def show_preview(path: str | None) -> dict[str, Any]:
+        """The uploaded file in the player (browsers play some formats only; the answer needs none)."""
+        return gr.update(value=path, visible=path is not None)
+
+    video.change(show_preview, video, preview, api_visibility="private", queue=False)
 
     model.change(
         select_model,

@@ -1,5 +1,6 @@
 """The Inspect tab: a model over a whole dataset split (library: :mod:`glance_focus.inspection`),
-accuracy per question type, the wrong answers, one question in detail, exports."""
+accuracy per question type, the wrong answers (also: those resting on no ground-truth event), one
+question in detail with its evidence, exports."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import gradio as gr
 
 from glance_focus.app.messages import model_summary
 from glance_focus.app.models import ModelChoice, Models
+from glance_focus.app.zerogpu import zero_gpu
 from glance_focus.inspection import (
     TABLE_COLUMNS,
     DataSource,
@@ -33,7 +35,7 @@ from glance_focus.inspection import (
     table,
 )
 from glance_focus.inspection_plots import accuracy_by_type_figure, errors_figure, example_timeline_figure
-from glance_focus.plots import attention_figure
+from glance_focus.plots import attention_figure, evidence_figure
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ def accuracy_by_type_table(run: InspectionRun) -> list[list[Any]]:
     ]
 
 
-def detail_markdown(row: InspectionRow, note: str | None) -> str:
+def detail_markdown(row: InspectionRow, note: str | None, evidence_sentence: str | None = None) -> str:
     verdict = {True: "✅ correct", False: "❌ wrong", None: "answer not public"}[row.correct]
     lines = [
         f"**{row.question_id}** · {row.question_type} · video `{row.video_id}`"
@@ -110,6 +112,10 @@ def detail_markdown(row: InspectionRow, note: str | None) -> str:
         f"- Predicted: **{row.predicted}** ({row.confidence:.1%})",
         f"- Correct: **{row.correct_answer if row.correct_answer is not None else '—'}** · {verdict}",
     ]
+    if evidence_sentence:
+        inside = {True: "inside a ground-truth event", False: "outside every ground-truth event", None: ""}
+        where = inside[row.strongest_evidence_in_gt_event]
+        lines += ["", f"**Evidence:** {evidence_sentence}" + (f" Its span lies {where}." if where else "")]
     if note:
         lines += ["", f"> {note}"]
     return "\n".join(lines)
@@ -144,6 +150,10 @@ class Inspector:
         work_dir: str | Path | None = None,
     ) -> None:
         self.models = models
+        self.device = "cpu" if zero_gpu() else models.device
+        """Where runs compute. On ZeroGPU the CPU, on purpose: a run reads precomputed features and runs
+        only the small Glance-Focus model (no image encoder), it is cached, and a whole split could
+        outlast a GPU slot and spend the visitor's GPU quota on a researcher's tool."""
         self.sources = list(sources)
         self.cache_dir = Path(cache_dir)
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="glance-focus-inspect-"))
@@ -188,9 +198,7 @@ class Inspector:
             return run
         choice, source = self._resolve(model, dataset, split)
         with _user_errors("reading a stored run"):
-            run = load_cached_run(
-                choice.path, source.dataset, source.root, split, self.cache_dir, device=self.models.device
-            )
+            run = load_cached_run(choice.path, source.dataset, source.root, split, self.cache_dir, device=self.device)
         if run is None:
             raise gr.Error("Press Run first.")
         self._remember((model, dataset, split), run)
@@ -210,7 +218,7 @@ class Inspector:
         choice, source = self._resolve(model, dataset, split)
         with _user_errors("running"):
             run = run_inspection(
-                choice.path, source.dataset, source.root, split, self.cache_dir, progress, device=self.models.device
+                choice.path, source.dataset, source.root, split, self.cache_dir, progress, device=self.device
             )
         key = [choice.name, source.name, str(split)]
         self._remember((key[0], key[1], key[2]), run)
@@ -241,6 +249,7 @@ class Inspector:
         min_confidence: float = 0.0,
         max_confidence: float = 1.0,
         text: str | None = "",
+        evidence_outside_gt: bool = False,
     ) -> list[InspectionRow]:
         run = self.get_run(key)
         low, high = float(min_confidence), float(max_confidence)
@@ -253,6 +262,7 @@ class Inspector:
             gt_event_class=gt_event_class or None,
             confidence_range=None if (low, high) == (0.0, 1.0) else (low, high),
             text_search=text or None,
+            evidence_outside_gt=bool(evidence_outside_gt),
         )
 
     def filter(self, key: Sequence[str] | None, *filters: Any) -> tuple[Any, ...]:
@@ -281,7 +291,8 @@ class Inspector:
         return str(target)
 
     def show(self, key: Sequence[str] | None, question_id: str | None) -> tuple[Any, ...]:
-        """One question: text, options with probabilities, its timeline, its attention, its video."""
+        """One question: text, options with probabilities, its timeline, its attention, its video and
+        its evidence (the stored leave-one-out of the run)."""
         if not question_id:
             raise gr.Error("Choose a question (a row of the table or its id).")
         run = self.get_run(key)
@@ -290,12 +301,14 @@ class Inspector:
             timeline = example_timeline_figure(detail.row)
             attention = attention_figure(detail.prediction) if detail.prediction is not None else None
             video = self._video_copy(detail.video_path)
+            evidence = detail.evidence
         return (
-            detail_markdown(detail.row, detail.note),
+            detail_markdown(detail.row, detail.note, evidence.sentence() if evidence else None),
             options_table(detail.row),
             timeline,
             attention,
             gr.update(value=video, visible=video is not None),
+            evidence_figure(evidence) if evidence is not None else None,
         )
 
     def export(self, key: Sequence[str] | None, suffix: str, *filters: Any) -> str:
@@ -353,6 +366,11 @@ def build_inspect_tab(models: Models, inspector: Inspector) -> None:
         low = gr.Slider(0, 1, value=0, step=0.01, label="Confidence from", elem_id="inspect-low")
         high = gr.Slider(0, 1, value=1, step=0.01, label="Confidence to", elem_id="inspect-high")
         search = gr.Textbox(label="Search (question or id; Enter)", elem_id="inspect-search")
+        outside = gr.Checkbox(
+            label="Wrong, resting on no ground-truth event",
+            info="the prompt the answer rests on most lies outside every ground-truth event",
+            elem_id="inspect-outside",
+        )
     count = gr.Markdown(elem_id="inspect-count")
     rows = gr.Dataframe(
         headers=list(TABLE_COLUMNS), interactive=False, max_height=420, wrap=True, elem_id="inspect-table"
@@ -374,14 +392,15 @@ def build_inspect_tab(models: Models, inspector: Inspector) -> None:
         with gr.Column(scale=4):
             video = gr.Video(label="Video", interactive=False, visible=False, height=260, elem_id="inspect-video")
     timeline = gr.Plot(label="Ground truth vs memory prompts", format="png", elem_id="inspect-timeline")
+    evidence = gr.Plot(label="Evidence: each memory prompt left out", format="png", elem_id="inspect-evidence")
     attention = gr.Plot(label="Memory-prompt attention", format="png", elem_id="inspect-attention")
 
-    filters = [wrong_only, question_type, gt_class, low, high, search]
+    filters = [wrong_only, question_type, gt_class, low, high, search, outside]
     listing = [rows, question_id, count]
 
     def run_fn(model_name, dataset_name, split_name, progress: gr.Progress = gr.Progress()):  # noqa: B008
         """Run, then clear the filters (the table lists every question of the new run)."""
-        return (*inspector.run(model_name, dataset_name, split_name, progress), False, 0.0, 1.0, "")
+        return (*inspector.run(model_name, dataset_name, split_name, progress), False, 0.0, 1.0, "", False)
 
     dataset.change(inspector.splits, dataset, split, api_visibility="private", queue=False)
     run_button.click(
@@ -400,13 +419,22 @@ def build_inspect_tab(models: Models, inspector: Inspector) -> None:
             low,
             high,
             search,
+            outside,
         ],
         api_visibility="private",
         concurrency_id="inspection",
         concurrency_limit=1,
     )
     gr.on(
-        [wrong_only.change, question_type.change, gt_class.change, low.release, high.release, search.submit],
+        [
+            wrong_only.change,
+            question_type.change,
+            gt_class.change,
+            low.release,
+            high.release,
+            search.submit,
+            outside.change,
+        ],
         inspector.filter,
         [key, *filters],
         listing,
@@ -417,7 +445,7 @@ def build_inspect_tab(models: Models, inspector: Inspector) -> None:
     question_id.change(
         inspector.show,
         [key, question_id],
-        [detail, options, timeline, attention, video],
+        [detail, options, timeline, attention, video, evidence],
         api_visibility="private",
         trigger_mode="always_last",
     )

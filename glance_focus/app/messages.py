@@ -8,6 +8,15 @@ from glance_focus.pipeline import Prediction
 
 UNEXPECTED_ERROR = "Something went wrong while answering; the error was logged. Please try again or another video."
 
+
+def model_unavailable(model: str) -> str:
+    """The message for a model the server cannot load (its weights or encoders are missing or wrong)."""
+    return (
+        f"The model {model} cannot be used on this server right now (its weights could not be loaded; "
+        "the server's log says why). Please choose another model, or tell the site's owner."
+    )
+
+
 TITLE = "Glance-Focus: multi-event video question answering"
 INTRO = """\
 # Glance and Focus: memory prompting for multi-event video QA

@@ -5,7 +5,6 @@ first use."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 from glance_focus.app.settings import FEATURE_CACHE_BYTES, VIDEO_LIMITS
 from glance_focus.checkpoint import CONFIG_NAME, CheckpointInfo, read_checkpoint_info
 from glance_focus.encoders import resolve_device
-from glance_focus.pipeline import Prediction, Predictor
+from glance_focus.forksafe import ForkSafeLock
+from glance_focus.pipeline import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Models:
             name = path.name if path.name not in self.choices else f"{path.parent.name}/{path.name}"
             self.choices[name] = ModelChoice(name, path, info)
         self._predictors: dict[str, Predictor] = {}
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     @property
     def default(self) -> str | None:
@@ -78,6 +78,9 @@ class Models:
 
     def predictor(self, name: str) -> Predictor:
         """The model ``name``, loading it (weights only; encoders on first use) if needed."""
+        predictor = self._predictors.get(name)
+        if predictor is not None:  # loaded: no lock (a forked GPU worker never waits on one)
+            return predictor
         with self._lock:
             if name not in self._predictors:
                 choice = self.choices[name]
@@ -90,9 +93,3 @@ class Models:
                     video_limits=VIDEO_LIMITS,
                 )
             return self._predictors[name]
-
-    def predict(
-        self, name: str, video: str, question: str, options: list[str] | None, num_frames: int | None
-    ) -> Prediction:
-        """Answer with model ``name`` (the one function that uses the GPU)."""
-        return self.predictor(name).predict(video, question, options, num_frames=num_frames)

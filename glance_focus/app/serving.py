@@ -21,16 +21,23 @@ log = logging.getLogger("glance_focus.app")
 
 def warm_up(models: Models, examples: Sequence[Example]) -> None:
     """Take the start-up costs off the first requests: start the video workers, load the default
-    model and its encoders, and put the example videos' features in the feature cache (not on
-    ZeroGPU, where the GPU exists only inside a request)."""
+    model and its encoders, and put the example videos' features in the feature cache.
+
+    On ZeroGPU (where this runs before the server starts, and the GPU exists only inside a
+    request) every offered model and its encoders are loaded instead, and nothing is encoded:
+    the GPU workers are forked from this process, so they then find everything loaded.
+    """
     try:
         default_pool()
         if models.default is None:
             return
-        predictor = models.predictor(models.default)
-        predictor.warm_up(first_calls=not zero_gpu())
         if zero_gpu():
+            for name in models.choices:
+                models.predictor(name).warm_up()
+            log.info("warm-up done: %d models loaded for the GPU workers", len(models.choices))
             return
+        predictor = models.predictor(models.default)
+        predictor.warm_up(first_calls=True)
         for video in dict.fromkeys(example.video for example in examples):
             predictor.video_features(video)
         log.info("warm-up done: %s ready, %d example videos encoded", models.default, len(examples))

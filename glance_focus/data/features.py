@@ -56,7 +56,10 @@ class FeatureStore:
             try:
                 self._handle = safe_open(str(self.path), framework="pt", device="cpu")
             except Exception as e:  # safetensors raises its own error types
-                raise DataLayoutError(f"{self.path}: not a readable safetensors file ({e})") from e
+                raise DataLayoutError(
+                    f"{self.path} cannot be read as a features file: it is damaged or incomplete. "
+                    "Extract the features again."
+                ) from e
             self._keys = sorted(self._handle.keys())
         else:
             self._tensors = _load_pth_dict(self.path)
@@ -124,20 +127,28 @@ def _load_pth_dict(path: Path) -> dict[str, torch.Tensor]:
             f"tensors in plain containers; files are never unpickled in full). {reason}".rstrip()
         ) from e
     except (RuntimeError, EOFError, OSError) as e:
-        raise DataLayoutError(f"{path}: not a readable torch file ({e})") from e
+        raise DataLayoutError(
+            f"{path} cannot be read as a features file: it is damaged or incomplete. Extract the features again."
+        ) from e
     if not isinstance(obj, Mapping):
-        raise DataLayoutError(f"{path}: expected a dictionary video_id -> tensor, got {type(obj).__name__}")
+        raise DataLayoutError(
+            f"{path} holds no table of video ids and their frame features; it is not a features file."
+        )
     tensors: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
-            raise DataLayoutError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise DataLayoutError(
+                f"{path}: the entry {key!r} is not an array of frame features; it is not a features file."
+            )
         tensors[str(key)] = value  # ids may be stored as ints (e.g. EgoTaskQA, NExT-QA)
     return tensors
 
 
 def _as_frames(tensor: torch.Tensor, video_id: str, path: Path) -> torch.Tensor:
     if tensor.ndim < 2:
-        raise DataLayoutError(f"{path}: {video_id!r} has shape {tuple(tensor.shape)}, not [T, F]")
+        raise DataLayoutError(
+            f"{path}: the features of {video_id!r} are not one vector per frame (shape {tuple(tensor.shape)})."
+        )
     return tensor.reshape(-1, tensor.shape[-1]).to(torch.float32)
 
 

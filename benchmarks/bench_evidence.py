@@ -1,0 +1,120 @@
+"""Cost of the counterfactual evidence: the batched leave-one-out against one model forward.
+
+    python benchmarks/bench_evidence.py [--checkpoint DIR] [--threads N] [--repeats 30]
+
+With the bundled model (Q = 10 memory prompts, 24 frames) and a bundled example question with its
+four options, all on the CPU in fp32, it measures (medians, interleaved so that load on the machine
+hits every figure alike):
+- forward_s: one model forward, glance -> sort -> focus, as a prediction runs it;
+- leave_one_out_s: :func:`glance_focus.evidence.answer_without_each_prompt` on that forward's glance
+  output: the Q answers without each prompt in one batched focus pass (Q x O sequences);
+- sequential_s: the same Q answers from Q separate focus calls (what batching saves).
+It prints ``leave_one_out_s / forward_s`` (target <= 2) and, as the last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "assets" / "models" / "synthetic-sup"
+EXAMPLES = ROOT / "assets" / "examples" / "examples.json"
+TARGET = 2.0
+
+
+def interleaved_medians(tasks: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each task, run in turn ``repeats`` times after one warm-up round."""
+    for task in tasks.values():
+        task()
+    runs: dict[str, list[float]] = {name: [] for name in tasks}
+    for _ in range(repeats):
+        for name, task in tasks.items():
+            started = time.perf_counter()
+            task()
+            runs[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=BUNDLED)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from glance_focus.checkpoint import load_checkpoint
+    from glance_focus.evaluation import checkpoint_text_features
+    from glance_focus.evidence import answer_without_each_prompt
+    from glance_focus.text_features import question_sequences
+
+    loaded = load_checkpoint(args.checkpoint, device=torch.device("cpu"))
+    model = loaded.model.eval()
+    num_prompts = model.config.num_memory_prompts
+    example = json.loads(EXAMPLES.read_text(encoding="utf-8"))[0]
+    text = checkpoint_text_features(loaded)
+    text_hidden, text_padding = text.encode([question_sequences(example["question"], example["options"])])
+    frames = torch.randn(
+        1, loaded.info.num_frames, model.config.feature_dim, generator=torch.Generator().manual_seed(0)
+    )
+
+    with torch.no_grad():
+        prompts = model(frames, None, text_hidden, text_padding).sorted_memory_prompts
+        keeps = [torch.tensor([j for j in range(num_prompts) if j != k]) for k in range(num_prompts)]
+
+        def sequential() -> None:
+            for keep in keeps:
+                model.focus(frames, None, prompts[:, keep], text_hidden, text_padding, prompt_slots=keep[None])
+
+        medians = interleaved_medians(
+            {
+                "forward": lambda: model(frames, None, text_hidden, text_padding),
+                "leave_one_out": lambda: answer_without_each_prompt(
+                    model, frames, None, prompts, text_hidden, text_padding
+                ),
+                "sequential": sequential,
+            },
+            args.repeats,
+        )
+    ratio = medians["leave_one_out"] / medians["forward"]
+    report = {
+        "loo_over_forward": round(ratio, 3),
+        "target_loo_over_forward": TARGET,
+        "meets_target": ratio <= TARGET,
+        "sequential_over_loo": round(medians["sequential"] / medians["leave_one_out"], 3),
+        "forward_s": round(medians["forward"], 5),
+        "leave_one_out_s": round(medians["leave_one_out"], 5),
+        "sequential_s": round(medians["sequential"], 5),
+        "memory_prompts": num_prompts,
+        "options": text_hidden.shape[1],
+        "frames": frames.shape[1],
+        "text_tokens": text_hidden.shape[2],
+        "precision": "fp32",
+        "device": "cpu",
+        "device_name": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "repeats": args.repeats,
+        "checkpoint": str(args.checkpoint),
+    }
+    print(f"one forward (glance + focus, {report['options']} options): {medians['forward'] * 1e3:.2f} ms")
+    print(f"leave-one-out, one batched focus pass (Q={num_prompts}): {medians['leave_one_out'] * 1e3:.2f} ms")
+    print(f"leave-one-out, {num_prompts} separate focus calls:        {medians['sequential'] * 1e3:.2f} ms")
+    print(f"batched leave-one-out / one forward = {ratio:.2f} (target <= {TARGET:g})")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
