@@ -557,3 +557,16 @@ def test_reading_a_stream_in_order_keeps_the_decoders_diagnoses(pool: VideoWorke
     make, error, words = BAD_FILES["moov bit flipped"]
     with pytest.raises(error, match=re.escape(words)):
         sample_frames(make(tmp_path), num_frames=8, pool=pool)
+
+
+def test_stream_of_a_file_read_in_order(pool: VideoWorkerPool, tmp_path: Path) -> None:
+    """A container the seeking reader cannot open (MPEG-TS) streams too: whole, once read."""
+    from tests.test_hostile_inputs import write_clip
+
+    clip = write_clip(tmp_path / "clip.ts", "mpegts", "libx264")
+    expected = sample_frames(clip, num_frames=4, size=32, pool=pool)
+    for kwargs in ({"pool": pool}, {"in_process": True}):
+        with stream_frames(clip, num_frames=4, size=32, **kwargs) as stream:
+            streamed = stream.result()
+        np.testing.assert_array_equal(streamed.frames, expected.frames)
+        np.testing.assert_array_equal(streamed.timestamps_s, expected.timestamps_s)
