@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -21,13 +22,16 @@ from typing import TYPE_CHECKING
 from glance_focus.app import DEFAULT_MODELS, Models, build_app, default_cache_root, launch, load_examples, warm_up
 from glance_focus.app.messages import TITLE
 from glance_focus.app.zerogpu import zero_gpu
-from glance_focus.checkpoint import CheckpointError
+from glance_focus.checkpoint import CheckpointError, resolve_checkpoint_path
 from glance_focus.inspection import data_sources, parse_data_args
 
 if TYPE_CHECKING:
     from gradio import Blocks
 
 log = logging.getLogger("glance_focus.app")
+
+CHECKPOINT_ENV = "GLANCE_FOCUS_CHECKPOINT"
+"""Checkpoints to serve when no --checkpoint is given (a Space's variables cannot pass arguments)."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -39,8 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint",
         action="append",
-        type=Path,
-        help="a checkpoint directory or a folder of them; repeatable (default: assets/models beside app.py)",
+        help="a checkpoint directory or a folder of them, or hf://OWNER/REPO[@REVISION][/SUBDIR] (a Hub model "
+        f"repository, downloaded into the Hugging Face cache); repeatable (default: ${CHECKPOINT_ENV}, "
+        "whitespace-separated, as a Space sets it, else assets/models beside app.py)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument(
@@ -68,11 +73,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests
     cache_root = args.cache_dir or default_cache_root()
     try:
-        models = Models(args.checkpoint or [DEFAULT_MODELS], device=args.device, cache_dir=cache_root / "features")
+        wanted = args.checkpoint or os.environ.get(CHECKPOINT_ENV, "").split()
+        paths = [resolve_checkpoint_path(c) for c in wanted] if wanted else [DEFAULT_MODELS]
+        models = Models(paths, device=args.device, cache_dir=cache_root / "features")
     except CheckpointError as exc:
         sys.exit(f"error: {exc}")
     if not models.choices:
-        sys.exit(f"error: no checkpoint in {', '.join(map(str, args.checkpoint or [DEFAULT_MODELS]))}")
+        sys.exit(f"error: no checkpoint in {', '.join(map(str, paths))}")
     try:
         sources = data_sources(parse_data_args(args.data))
     except ValueError as exc:

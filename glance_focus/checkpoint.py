@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from torch import Tensor
 
 from glance_focus.config import GlanceFocusConfig
 from glance_focus.model import GlanceFocus
+from glance_focus.sampling import FrameSampling, is_clip_encoder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -46,7 +49,7 @@ class CheckpointInfo:
     """Frame encoder spec ``ARCH:PRETRAINED`` (e.g. ``ViT-B-32:random-seed0``)."""
     frame_encoder_fingerprint: str | None
     num_frames: int
-    """Frame features per video the model was trained with (uniform sampling)."""
+    """Frame feature rows per video the model was trained with (frames, or clips for S3D)."""
     text_encoder: str
     """Text encoder spec (Hugging Face directory or name, or ``minilm``)."""
     text_max_length: int = 64
@@ -55,8 +58,17 @@ class CheckpointInfo:
     event_classes: tuple[str, ...] = ()
     answer_vocab: tuple[str, ...] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    frame_sampling: FrameSampling | None = None
+    """How frames are taken from a video; None means what the frame encoder implies
+    (:meth:`FrameSampling.for_encoder`), which is filled in here."""
 
     def __post_init__(self) -> None:
+        if self.frame_sampling is None:
+            object.__setattr__(self, "frame_sampling", FrameSampling.for_encoder(self.frame_encoder))
+        elif self.frame_sampling.is_clips != is_clip_encoder(self.frame_encoder):
+            raise CheckpointError(
+                f"frame sampling {self.frame_sampling.kind!r} does not fit the frame encoder {self.frame_encoder!r}"
+            )
         if self.event_classes and len(self.event_classes) != self.model.num_event_classes:
             raise CheckpointError(
                 f"{len(self.event_classes)} event class names for a model with {self.model.num_event_classes} classes"
@@ -66,6 +78,12 @@ class CheckpointInfo:
                 f"answer vocabulary of {len(self.answer_vocab)} for a model with {self.model.answer_vocab_size} answers"
             )
 
+    @property
+    def sampling(self) -> FrameSampling:
+        """:attr:`frame_sampling`, never None."""
+        assert self.frame_sampling is not None  # filled in by __post_init__
+        return self.frame_sampling
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT_NAME,
@@ -73,6 +91,7 @@ class CheckpointInfo:
             "model": self.model.to_dict(),
             "frame_encoder": {"spec": self.frame_encoder, "fingerprint": self.frame_encoder_fingerprint},
             "num_frames": self.num_frames,
+            "frame_sampling": self.sampling.to_json(),
             "text_encoder": {
                 "spec": self.text_encoder,
                 "max_length": self.text_max_length,
@@ -104,6 +123,7 @@ class CheckpointInfo:
                 event_classes=tuple(data.get("event_classes") or ()),
                 answer_vocab=tuple(vocab) if vocab is not None else None,
                 metadata=dict(data.get("metadata") or {}),
+                frame_sampling=FrameSampling.from_json(data["frame_sampling"]) if data.get("frame_sampling") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"malformed checkpoint config: {exc}") from exc
@@ -127,12 +147,14 @@ def save_checkpoint(
     info: CheckpointInfo,
     text_encoder_state: dict[str, Tensor] | None = None,
     training_state: dict[str, Any] | None = None,
+    text_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``directory`` atomically: everything goes to a temporary sibling that replaces it at once.
 
     A crash leaves either the old checkpoint or the new one, never a mixture. ``training_state``
     (optimizer, scheduler, step, RNG states: tensors and plain Python values only) is what a
     training run needs to resume exactly; it is read back with the weights-only unpickler.
+    ``text_files`` maps file names to UTF-8 text written beside the weights (a model card).
     """
     if info.model != model.config:
         raise CheckpointError("CheckpointInfo.model differs from the model's own config")
@@ -150,6 +172,10 @@ def save_checkpoint(
         if training_state is not None:
             torch.save(training_state, staging / TRAINING_STATE_NAME)
         _write_json(staging / CONFIG_NAME, info.to_json())
+        for name, text in (text_files or {}).items():
+            if Path(name).name != name or name in (CONFIG_NAME, WEIGHTS_NAME):
+                raise CheckpointError(f"{name!r} cannot be written beside a checkpoint's own files")
+            (staging / name).write_text(text, encoding="utf-8")
         _replace_directory(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -169,6 +195,65 @@ def _replace_directory(new: Path, target: Path) -> None:
         os.replace(retired, target)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+HUB_SCHEME = "hf://"
+_HUB_CHECKPOINT = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w.-]+))?(?:/(?P<subdir>.+))?$")
+
+
+def resolve_checkpoint_path(checkpoint: str | Path) -> Path:
+    """A local checkpoint directory for ``checkpoint``: a path as given, or ``hf://OWNER/REPO[@REV][/SUBDIR]``.
+
+    A Hub checkpoint is a snapshot of the model repository (only ``SUBDIR`` when given) in the
+    Hugging Face cache (``HF_HOME``), downloaded on first use. Where downloads are forbidden
+    (``HF_HUB_OFFLINE=1``) or the Hub cannot be reached, the cached snapshot is used, and a repository
+    that is not cached raises :class:`CheckpointError` at once.
+    """
+    text = str(checkpoint)
+    if not text.startswith(HUB_SCHEME):
+        return Path(checkpoint)
+    match = _HUB_CHECKPOINT.match(text.rstrip("/"))
+    if match is None:
+        raise CheckpointError(f"{text} is not a Hub checkpoint name: expected hf://OWNER/REPO[@REVISION][/SUBDIR]")
+    from huggingface_hub import snapshot_download  # only for Hub checkpoints
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    from glance_focus.encoders import hub_offline
+
+    repo, revision, subdir = match["repo"], match["rev"], match["subdir"]
+    offline = hub_offline()
+    try:
+        snapshot = snapshot_download(
+            repo,
+            revision=revision,
+            allow_patterns=f"{subdir}/*" if subdir else None,
+            local_files_only=offline,
+        )
+    except LocalEntryNotFoundError as error:
+        why = "HF_HUB_OFFLINE=1 forbids downloads" if offline else "the Hugging Face Hub cannot be reached"
+        at = f" at revision {revision}" if revision else ""
+        raise CheckpointError(
+            f"checkpoint {text}: {repo}{at} is not in the local Hugging Face cache and {why}; "
+            f"download it once with network (hf download {repo}{f' --revision {revision}' if revision else ''})"
+        ) from error
+    except (HfHubHTTPError, ValueError, OSError) as error:  # unknown or private repository, bad revision
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"checkpoint {text} cannot be downloaded: {reason}") from error
+    path = Path(snapshot) / subdir if subdir else Path(snapshot)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {text}: the repository has no folder {subdir!r}")
+    return path
+
+
+def hub_checkpoint_name(directory: str | Path) -> str | None:
+    """``OWNER/REPO[/SUBDIR]`` for a directory inside a Hugging Face cache snapshot
+    (``…/models--OWNER--REPO/snapshots/REVISION[/SUBDIR]``), None for any other directory."""
+    parts = Path(directory).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
+            repo = parts[i - 1].removeprefix("models--").replace("--", "/")
+            return "/".join([repo, *parts[i + 2 :]])
+    return None
 
 
 def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:

@@ -25,6 +25,7 @@ _SIZE_BOUNDS = {
     "num_event_classes": (1, 100_000),
     "text_hidden_size": (1, 65536),
     "answer_vocab_size": (0, 1_000_000),
+    "compat_event_memory_size": (1, 1024),
 }
 
 
@@ -69,11 +70,17 @@ class GlanceFocusConfig:
     share_mla_attention: bool = True
     """One cross-attention module serves glance and all three multi-level steps (as in the reference)."""
     compat_event_memory_slice: bool = False
-    """Reference: the MLA "event memory" is the last Q encoded positions (text tokens in fact)."""
+    """Reference: the MLA "event memory" is the last ``compat_event_memory_size`` encoded positions
+    (text tokens in fact), and the frame memory everything before them."""
+    compat_event_memory_size: int = 10
+    """How many trailing positions that slice takes: a literal 10 in the reference code, whatever Q."""
     compat_float_masks: bool = False
     """Reference: float ones as visual key-padding mask, concatenated with the text mask (+1 logits)."""
     compat_answer_from_first_layer: bool = False
     """Reference: the answer head reads the QA query from the first decoder layer."""
+    compat_text_padding: bool = False
+    """Reference text path: the strings encoded together are padded to the longest (none truncated) and
+    the text encoder's float32 states at every position, padding included, are fed to the focus stage."""
 
     def __post_init__(self) -> None:
         for name, (low, high) in _SIZE_BOUNDS.items():
@@ -110,6 +117,7 @@ class GlanceFocusConfig:
             compat_event_memory_slice=True,
             compat_float_masks=True,
             compat_answer_from_first_layer=True,
+            compat_text_padding=True,
         )
 
     def to_dict(self) -> dict[str, Any]:

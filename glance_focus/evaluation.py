@@ -24,7 +24,7 @@ from glance_focus.evidence import EVIDENCE_CHUNK_VIDEOS, answer_without_each_pro
 from glance_focus.matcher import hungarian_match
 from glance_focus.model import GlanceFocus
 from glance_focus.spans import spans_to_se, temporal_iou_se
-from glance_focus.text_features import TextFeatureCache
+from glance_focus.text_features import TextFeatureCache, build_text_encoder_from_config
 
 
 @dataclass(frozen=True)
@@ -247,14 +247,22 @@ def checkpoint_text_features(loaded: LoadedCheckpoint, device: torch.device | st
     """The text path the checkpoint was trained with.
 
     A fine-tuned text encoder stored beside the model is loaded into a private copy, so the
-    process-wide shared encoder of the same spec stays untouched.
+    process-wide shared encoder of the same spec stays untouched. Reference-compatible models get
+    the reference's text path (padding states kept, see :mod:`glance_focus.text_features`).
     """
     info = loaded.info
+    keep_padding = loaded.model.config.compat_text_padding
     if loaded.text_encoder_state is None:
-        return TextFeatureCache(load_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length))
-    encoder = build_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length)
+        encoder = load_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length)
+        return TextFeatureCache(encoder, keep_padding_states=keep_padding)
+    if info.text_encoder_config is None:
+        encoder = build_text_encoder(info.text_encoder, device=device, max_length=info.text_max_length)
+    else:  # the architecture is in config.json: only the tokenizer comes from the spec
+        encoder = build_text_encoder_from_config(
+            info.text_encoder, info.text_encoder_config, device=device, max_length=info.text_max_length
+        )
     encoder.model.load_state_dict(loaded.text_encoder_state, strict=True)
-    return TextFeatureCache(encoder)
+    return TextFeatureCache(encoder, keep_padding_states=keep_padding)
 
 
 def evaluate_checkpoint(

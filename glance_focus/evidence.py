@@ -61,11 +61,7 @@ class HiddenRangeError(ValueError):
 # ============================================================================ tensors
 
 
-def _repeat(tensor: Tensor | None, times: int) -> Tensor | None:
-    return None if tensor is None else tensor.repeat_interleave(times, 0)
-
-
-@torch.no_grad()
+@torch.inference_mode()
 def answer_without_each_prompt(
     model: GlanceFocus,
     frames: Tensor,
@@ -78,6 +74,9 @@ def answer_without_each_prompt(
     chunk_videos: int | None = None,
 ) -> Tensor:
     """Answer distributions with each memory prompt removed in turn, in one batched focus pass.
+
+    The pass forms no attention maps and does only the work the answers depend on
+    (``need_attention=False`` in :meth:`GlanceFocus.focus`); the answers are those of the full model.
 
     Args:
         frames, frame_padding, text_hidden, text_padding, hidden_frames: as for :meth:`GlanceFocus.focus`.
@@ -103,14 +102,15 @@ def answer_without_each_prompt(
         part = slice(start, start + step)
         count = sorted_prompts[part].shape[0]
         prompts = sorted_prompts[part][:, keep].flatten(0, 1)  # (b*Q, Q-1, D)
-        out = model.focus(
-            _repeat(frames[part], num_prompts),
-            _repeat(None if frame_padding is None else frame_padding[part], num_prompts),
+        out = model.focus(  # Q prompt sets per video: its frames and text are embedded once
+            frames[part],
+            None if frame_padding is None else frame_padding[part],
             prompts,
-            _repeat(text_hidden[part], num_prompts),
-            _repeat(text_padding[part], num_prompts),
+            text_hidden[part],
+            text_padding[part],
             prompt_slots=keep.repeat(count, 1),
-            hidden_frames=_repeat(None if hidden_frames is None else hidden_frames[part], num_prompts),
+            hidden_frames=None if hidden_frames is None else hidden_frames[part],
+            need_attention=False,
         )
         results.append(out.answer_logits.float().softmax(-1).view(count, num_prompts, -1))
     return torch.cat(results)

@@ -33,7 +33,8 @@ from glance_focus.data.features import FeatureStore, write_features
 from glance_focus.data.types import DatasetSplit, atomic_path
 from glance_focus.encoders import EncoderUnavailableError, FrameEncoder, load_frame_encoder
 from glance_focus.overlap import cpu_cores, decoder_threads_for, encode_single_threaded
-from glance_focus.video import VideoError, VideoLimits, sample_frames
+from glance_focus.sampling import FrameSampling
+from glance_focus.video import ClipSampling, VideoError, VideoLimits, sample_clips, sample_frames
 
 DECODE_SHORT_SIDE = 224
 """Frames are decoded with this short side (the CLIP encoders then resize/crop to their input)."""
@@ -97,7 +98,11 @@ class ExtractionResult:
 
 
 class _DecodeDataset(Dataset):
-    """Decodes one clip per item in a DataLoader worker: (clip id, frames uint8 [N,H,W,3] or error)."""
+    """Decodes one clip per item in a DataLoader worker: (clip id, frames uint8 [N,H,W,3] or error).
+
+    ``clips``: decode every clip of the video (or window) instead, for clip encoders (S3D);
+    ``num_frames`` then does not apply.
+    """
 
     def __init__(
         self,
@@ -105,12 +110,14 @@ class _DecodeDataset(Dataset):
         num_frames: int,
         limits: VideoLimits,
         windows: Mapping[str, tuple[float, float]] | None = None,
+        clips: ClipSampling | None = None,
         decoder_threads: int = 0,
     ) -> None:
         self.items = items
         self.num_frames = num_frames
         self.limits = limits
         self.windows = dict(windows or {})
+        self.clips = clips
         self.decoder_threads = decoder_threads
 
     def __len__(self) -> int:
@@ -119,15 +126,20 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
         video_id, path = self.items[index]
         try:
-            sampled = sample_frames(
-                path,
-                num_frames=self.num_frames,
-                limits=self.limits,
-                size=DECODE_SHORT_SIDE,
-                window_s=self.windows.get(video_id),
-                decoder_threads=self.decoder_threads,
-                in_process=True,
-            )
+            if self.clips is not None:
+                sampled = sample_clips(
+                    path, self.clips, self.limits, window_s=self.windows.get(video_id), in_process=True
+                )
+            else:
+                sampled = sample_frames(
+                    path,
+                    num_frames=self.num_frames,
+                    limits=self.limits,
+                    size=DECODE_SHORT_SIDE,
+                    window_s=self.windows.get(video_id),
+                    decoder_threads=self.decoder_threads,
+                    in_process=True,
+                )
         except VideoError as exc:
             return video_id, None, str(exc)
         return video_id, torch.from_numpy(sampled.frames), None
@@ -155,7 +167,9 @@ def extract_features(
     on_video: Callable[[str], None] | None = None,
     windows: Mapping[str, tuple[float, float]] | None = None,
 ) -> ExtractionResult:
-    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``.
+    """Encode ``num_frames`` uniformly sampled frames of each video and write ``out_path``; with a clip
+    encoder (S3D), every whole clip of each video instead (one row per second, ``num_frames`` unused;
+    the row rule is applied when the features are read, as the STAR loader does).
 
     ``videos`` maps each clip id (the key written) to its video file; ``windows`` gives a clip's
     ``(start, end)`` seconds in that file where it is not the whole video.
@@ -174,8 +188,16 @@ def extract_features(
     todo = [(v, Path(videos[v])) for v in mine if not _part_path(parts, v).is_file()]
     skipped = len(mine) - len(todo)
     limits = limits or VideoLimits(max_frames_to_sample=max(num_frames, 1))
+    sampling = FrameSampling.for_encoder(str(encoder.spec))
     loader = DataLoader(
-        _DecodeDataset(todo, num_frames, limits, windows, decoder_threads_for(encoder) if workers else 0),
+        _DecodeDataset(
+            todo,
+            num_frames,
+            limits,
+            windows,
+            sampling.clips() if sampling.is_clips else None,
+            decoder_threads_for(encoder) if workers else 0,
+        ),
         batch_size=1,
         collate_fn=_first,
         num_workers=workers,
@@ -189,18 +211,18 @@ def extract_features(
     # One single-threaded encoder lane per core on the CPU (see glance_focus.overlap), one on a GPU;
     # videos are finished (written, reported) in order, at most one more than the lanes in flight.
     lanes = cpu_cores() if encoder.device.type == "cpu" else 1
-    pending: deque[tuple[str, Future[torch.Tensor] | None, str | None]] = deque()
+    pending: deque[tuple[str, Future[torch.Tensor] | None, int, str | None]] = deque()
 
     def finish() -> None:
         nonlocal encoded_frames
-        video_id, encoding, error = pending.popleft()
+        video_id, encoding, count, error = pending.popleft()
         if encoding is None:
             failed[video_id] = error or "decode failed"
         else:
             features = encoding.result()
             with atomic_path(_part_path(parts, video_id)) as tmp:
                 save_file({"features": features.contiguous()}, str(tmp), metadata={"video_id": video_id})
-            encoded_frames += len(features)
+            encoded_frames += count
         bar.update(1)
         if on_video is not None:
             on_video(video_id)
@@ -212,7 +234,7 @@ def extract_features(
     with ThreadPoolExecutor(lanes, thread_name_prefix="extract-encode") as lane_pool:
         for video_id, frames, error in decoded:
             encoding = None if frames is None else lane_pool.submit(encode, frames)
-            pending.append((video_id, encoding, error))
+            pending.append((video_id, encoding, 0 if frames is None else len(frames), error))
             while len(pending) > lanes:
                 finish()
         while pending:
@@ -240,6 +262,7 @@ def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: Frame
                 mapping[video_id] = f.get_tensor("features")
     if not mapping:
         raise RuntimeError(f"no video could be encoded for {out_path}")
+    sampling = FrameSampling.for_encoder(str(encoder.spec))
     metadata = {
         "frame_encoder": encoder.spec if isinstance(encoder.spec, str) else str(encoder.spec),
         "fingerprint": encoder.fingerprint,
@@ -247,6 +270,9 @@ def assemble_features(videos: Mapping[str, Path], out_path: Path, encoder: Frame
         "sampling": "uniform",
         "decode_short_side": str(DECODE_SHORT_SIDE),
     }
+    if sampling.is_clips:  # every clip of each video: one row per clip
+        metadata.update(num_frames="all clips", sampling=json.dumps(sampling.to_json()))
+        metadata.pop("decode_short_side")
     write_features(out_path, mapping, metadata)
     return out_path
 

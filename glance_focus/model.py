@@ -52,29 +52,38 @@ class GlanceOutput:
 
 @dataclass(frozen=True)
 class FocusOutput:
-    """Focus-stage results for B videos with O question sequences each."""
+    """Focus-stage results for B videos with O question sequences each (B*R rows where the focus
+    stage was given R prompt sets per video).
+
+    The attention properties are those of the decoder layer the answer is read from (``answer_layer``):
+    the last one, or the first in reference-compatible models, whose later layers do not reach the answer.
+    """
 
     answer_logits: Tensor
     """Multiple-choice ``[B, O]`` (one score per option); open-ended ``[B, V]``."""
     encoder_attention: tuple[Tensor, ...]
-    """Per encoder layer ``[B*O, T+Q+L, T+Q+L]``."""
+    """Per encoder layer ``[B*O, T+Q+L, T+Q+L]``; empty where the focus ran without ``need_attention``."""
     layers: tuple[FocusLayerAttention, ...]
-    """Per decoder layer MLA attention, rows ordered video-major (B*O)."""
+    """Per decoder layer MLA attention, rows ordered video-major (B*O); empty without ``need_attention``."""
+    answer_layer: int
+    """Index of the decoder layer whose QA-query output the answer head reads (into ``layers``
+    where they were computed)."""
 
     @property
     def question_to_memory(self) -> Tensor:
-        """``[B*O, L, Q]``: last layer, question tokens over the memory prompts."""
-        return self.layers[-1].question_to_memory
+        """``[B*O, L, Q]``: answer layer, question tokens over the event memory (the memory prompts, or
+        under ``compat_event_memory_slice`` the last ``compat_event_memory_size`` encoded positions)."""
+        return self.layers[self.answer_layer].question_to_memory
 
     @property
     def events_to_frames(self) -> Tensor:
-        """``[B*O, L, T']``: last layer, selected events over the frame memory."""
-        return self.layers[-1].events_to_frames
+        """``[B*O, L, T']``: answer layer, selected events over the frame memory."""
+        return self.layers[self.answer_layer].events_to_frames
 
     @property
     def answer_to_selection(self) -> Tensor:
-        """``[B*O, L]``: last layer, the QA query over the per-token selected moments."""
-        return self.layers[-1].query_to_selection[:, -1]
+        """``[B*O, L]``: answer layer, the QA query over the per-token selected moments."""
+        return self.layers[self.answer_layer].query_to_selection[:, -1]
 
     @property
     def answer_to_frames(self) -> Tensor:
@@ -146,6 +155,14 @@ def frame_times(frame_padding: Tensor) -> Tensor:
     valid = (~frame_padding).sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
     index = torch.arange(frame_padding.shape[1], device=frame_padding.device)[None, :]
     return (index + 0.5) / valid
+
+
+def _each_set(per_sequence: Tensor, batch: int, sets: int) -> Tensor:
+    """``[B*O, ...]`` (video-major) -> ``[B*R*O, ...]``: each video's O rows repeated for its R prompt sets."""
+    if sets == 1:
+        return per_sequence
+    rows = per_sequence.view(batch, 1, -1, *per_sequence.shape[1:])
+    return rows.expand(-1, sets, *rows.shape[2:]).flatten(0, 2)
 
 
 class GlanceFocus(nn.Module):
@@ -289,22 +306,29 @@ class GlanceFocus(nn.Module):
         *,
         prompt_slots: Tensor | None = None,
         hidden_frames: Tensor | None = None,
+        need_attention: bool = True,
     ) -> FocusOutput:
         """Question-driven focus stage.
 
         Args:
             frames: ``[B, T, F]``; frame_padding ``[B, T]`` bool or None.
             memory_prompts: temporally sorted prompts ``[B, Q', D]``: all Q, or the subset named by
-                ``prompt_slots``.
+                ``prompt_slots``. ``[B*R, Q', D]`` (video-major) answers each video's questions R
+                times, once with each of R prompt sets, and computes the frames' and the text's
+                tokens once per video: the logits then have B*R rows, as for R copies of each video.
             text_hidden: text-encoder token states ``[B, O, L, H]``, one sequence per option
                 ("question option") or O = 1 for open-ended models.
             text_padding: ``[B, O, L]`` bool, True at padding tokens.
-            prompt_slots: ``[B, Q']`` long, the temporal slot (0..Q-1) of each given prompt, which
-                selects its position embedding; None means all Q prompts in slot order. Passing
-                fewer prompts runs the focus stage on those alone: the others are not in the
-                sequence at all. With ``compat_event_memory_slice`` the "event memory" stays the
+            prompt_slots: ``[B, Q']`` (or ``[B*R, Q']``) long, the temporal slot (0..Q-1) of each
+                given prompt, which selects its position embedding; None means all Q prompts in
+                slot order. Passing fewer prompts runs the focus stage on those alone: the others
+                are not in the sequence at all. With ``compat_event_memory_slice`` the "event memory" stays the
                 last Q encoded positions of that shorter sequence.
             hidden_frames: ``[B, T]`` bool, as in :meth:`glance`.
+            need_attention: False when only the answer logits are wanted: no attention maps are
+                formed (``encoder_attention`` and ``layers`` are empty) and only the work the
+                answer depends on is done (the encoder's outputs the decoder reads, the QA query's
+                state in the layer the answer is read from); the logits are the same.
         """
         cfg = self.config
         frame_padding, hidden_frames = self._check_inputs(frames, frame_padding, hidden_frames)
@@ -318,6 +342,11 @@ class GlanceFocus(nn.Module):
         if text_padding.all(dim=1).any():
             raise ValueError("every question sequence needs at least one token")
         num_prompts = memory_prompts.shape[1]
+        sets = memory_prompts.shape[0] // batch  # R prompt sets per video
+        if sets < 1 or memory_prompts.shape[0] != sets * batch:
+            raise ValueError(
+                f"memory_prompts {tuple(memory_prompts.shape)} must hold one or more prompt sets per video (B={batch})"
+            )
         if prompt_slots is None:
             if num_prompts != cfg.num_memory_prompts:
                 raise ValueError(f"{num_prompts} memory prompts given for Q={cfg.num_memory_prompts}: name their slots")
@@ -328,36 +357,45 @@ class GlanceFocus(nn.Module):
                     f"prompt_slots {tuple(prompt_slots.shape)} must be [B, Q'] with Q' >= 1, as the "
                     f"prompts {tuple(memory_prompts.shape[:2])}"
                 )
-            positions = self.prompt_position(prompt_slots)  # (B, Q', D)
+            positions = self.prompt_position(prompt_slots)  # (B*R, Q', D)
 
-        frame_tokens = self._frame_tokens(frames, frame_padding).repeat_interleave(num_seqs, 0)  # (N, T, D)
-        prompt_tokens = memory_prompts + positions  # (B, Q', D)
+        # N = B*R*O sequences, ordered (video, prompt set, option).
+        per_video = sets * num_seqs
+        frame_tokens = self._frame_tokens(frames, frame_padding).repeat_interleave(per_video, 0)  # (N, T, D)
+        prompt_tokens = memory_prompts + positions  # (B*R, Q', D)
         prompt_tokens = prompt_tokens.repeat_interleave(num_seqs, 0)  # (N, Q', D)
-        text_tokens = self.text_proj(text_hidden.flatten(0, 1))  # (N, L, D)
+        text_tokens = _each_set(self.text_proj(text_hidden.flatten(0, 1)), batch, sets)  # (N, L, D)
+        text_padding = _each_set(text_padding, batch, sets)  # (N, L)
         src = torch.cat([frame_tokens, prompt_tokens, text_tokens], dim=1)  # (N, T+Q+L, D)
 
-        visual_bias = self._visual_bias(frame_padding, num_prompts, hidden_frames).repeat_interleave(num_seqs, 0)
+        visual_bias = self._visual_bias(frame_padding, num_prompts, hidden_frames).repeat_interleave(per_video, 0)
         text_bias = padding_to_bias(text_padding)
         # The reference concatenates the boolean text mask onto the float ones: padding -> +1, tokens -> 0.
         src_text_bias = text_padding.float() if cfg.compat_float_masks else text_bias
         src_bias = torch.cat([visual_bias, src_text_bias], dim=1)  # (N, T+Q+L)
-        memory, encoder_maps = self.encoder(src, src_bias)
+        # Corrected models read only the frames' and prompts' encodings (the text memory is taken
+        # before the encoder), so the last encoder layer can skip the text positions.
+        read_rows = None if need_attention or cfg.compat_event_memory_slice else num_frames + num_prompts
+        memory, encoder_maps = self.encoder(src, src_bias, need_attention=need_attention, output_rows=read_rows)
 
         if cfg.compat_event_memory_slice:
-            window = cfg.num_memory_prompts  # the reference's fixed slice length, whatever Q' is
-            events, event_bias = memory[:, -window:], src_bias[:, -window:]
-            frames_mem, frame_bias = memory[:, :-window], src_bias[:, :-window]
+            tail = cfg.compat_event_memory_size  # the reference slices a literal 10, whatever Q
+            events, event_bias = memory[:, -tail:], src_bias[:, -tail:]
+            frames_mem, frame_bias = memory[:, :-tail], src_bias[:, :-tail]
         else:
             events, event_bias = memory[:, num_frames : num_frames + num_prompts], None
             frames_mem, frame_bias = memory[:, :num_frames], src_bias[:, :num_frames]
         focus_memory = FocusMemory(text_tokens, events, event_bias, frames_mem, frame_bias, text_bias)
-        states, layer_maps = self.decoder.focus(self._query_pos(src.shape[0]), focus_memory)
-
-        layer = 0 if cfg.compat_answer_from_first_layer else -1
-        answer_state = states[layer, :, -1]  # (N, D)
+        layer = 0 if cfg.compat_answer_from_first_layer else cfg.num_decoder_layers - 1
+        if need_attention:
+            states, layer_maps = self.decoder.focus(self._query_pos(src.shape[0]), focus_memory)
+            answer_state = states[layer, :, -1]  # (N, D)
+        else:
+            answer_state = self.decoder.answer_state(self._query_pos(src.shape[0]), focus_memory, layer)
+            layer_maps = ()
         logits = self.answer_head(answer_state)
-        logits = logits.view(batch, num_seqs) if cfg.task == "multiple_choice" else logits
-        return FocusOutput(answer_logits=logits, encoder_attention=encoder_maps, layers=layer_maps)
+        logits = logits.view(batch * sets, num_seqs) if cfg.task == "multiple_choice" else logits
+        return FocusOutput(answer_logits=logits, encoder_attention=encoder_maps, layers=layer_maps, answer_layer=layer)
 
     def forward(
         self,

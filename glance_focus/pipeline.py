@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from glance_focus.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint
+from glance_focus.data.features import sample_features
 from glance_focus.encoders import FrameEncoder, load_frame_encoder, resolve_device
 from glance_focus.evaluation import checkpoint_text_features
 from glance_focus.evidence import (
@@ -42,11 +43,13 @@ from glance_focus.feature_cache import FeatureCache, FeatureKey
 from glance_focus.forksafe import ForkSafeLock
 from glance_focus.overlap import BATCH_WHILE_DECODING, encode_cost_for, encode_stream, intra_op_threads
 from glance_focus.spans import spans_to_se
-from glance_focus.text_features import TextFeatureCache, question_sequences
+from glance_focus.text_features import TextFeatureCache, TextTooLongError, question_sequences
 from glance_focus.video import (
     DEFAULT_LIMITS,
+    SampledFrames,
     VideoLimits,
     default_pool,
+    sample_clips,
     sample_frames,
     stream_frames,
     video_content_hash,
@@ -100,6 +103,23 @@ class AttentionMaps:
     """``[L, T]``: focus stage step 2, each token's selected events over the frames."""
     answer_to_frames: np.ndarray
     """``[T]``: the answer query's attention carried through to the frames."""
+    padding_rows: int = 0
+    """Zero rows appended after the ``T`` real rows (a clip model reading a short video); not in the maps."""
+    padding_share: float = 0.0
+    """Fraction of the glance and answer attention (mean over memory prompts and the answer query)
+    that went to those zero rows, which a reference-compat model does not mask."""
+    question_memory_keys: list[str] | None = None
+    """What the columns of ``question_to_memory`` are when they are not the memory prompts:
+    reference-compatible models read the last 10 encoded positions, mostly text tokens and padding
+    (labelled by token, ``P<k>`` for a prompt). None: the memory prompts in temporal order.
+    All focus maps come from the decoder layer the answer is read from."""
+
+
+def _mean_share(rows: list[torch.Tensor], start: int, stop: int) -> float:
+    """Mean over attention rows ``[K]`` (each over frames and, in the focus stage, more positions after
+    them) of the share of each row's total that falls on positions ``start:stop``."""
+    shares = [float(row[start:stop].float().sum() / row.float().sum().clamp_min(1e-12)) for row in rows]
+    return sum(shares) / len(shares)
 
 
 @dataclass(frozen=True)
@@ -337,10 +357,11 @@ class Predictor:
         _ = self.text
         if not first_calls or self._first_calls_done:
             return
-        height, width = DECODE_SHORT_SIDE, DECODE_SHORT_SIDE * 16 // 9
-        frames = np.zeros((encoder.batch_size, height, width, 3), dtype=np.uint8)
-        for size in {1, BATCH_WHILE_DECODING, encoder.batch_size}:
-            encoder.encode(frames[:size])
+        if not self.info.sampling.is_clips:
+            height, width = DECODE_SHORT_SIDE, DECODE_SHORT_SIDE * 16 // 9
+            frames = np.zeros((encoder.batch_size, height, width, 3), dtype=np.uint8)
+            for size in {1, BATCH_WHILE_DECODING, encoder.batch_size}:
+                encoder.encode(frames[:size])
         features = torch.zeros(self.info.num_frames, self.model.config.feature_dim)
         options = None if self.task == "open_ended" else ["yes", "no"]
         self._predict_features(features, "What happens?", options, duration_s=1.0, frame_times_s=None, top_k=1)
@@ -368,24 +389,35 @@ class Predictor:
         """:func:`check_question` for this model's task (cheap: call it before decoding anything)."""
         return check_question(question, options, self.task)
 
-    def _cache_key(self, video: str | Path, num_frames: int) -> FeatureKey:
-        encoder = self.frame_encoder
-        return FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, f"uniform{num_frames}")
-
     def prepare(
         self, video: str | Path, num_frames: int | None = None, *, encode_while_decoding: bool = False
     ) -> PreparedVideo:
         """Everything about ``video`` that needs no accelerator: :class:`~glance_focus.video.VideoError`
         for a file that is not a usable video. Decodes nothing on a feature-cache hit.
 
-        ``encode_while_decoding``: also encode the frames, each while the later ones are still being
-        decoded (features, no frames, in the result); only where this process may use the encoder's
-        device (not on ZeroGPU).
+        Frames are taken as the checkpoint's :attr:`~CheckpointInfo.frame_sampling` says: ``num_frames``
+        (default: the checkpoint's) uniform frames, or for a clip model (S3D) every frame of its clips,
+        at most the checkpoint's row count of clips (``num_frames`` does not apply); the timestamps and
+        thumbnails are then one per clip, at its centre.
+
+        ``encode_while_decoding``: also encode uniform frames, each while the later ones are still
+        being decoded (features, no frames, in the result); only where this process may use the
+        encoder's device (not on ZeroGPU).
         """
+        clips = self.info.sampling.clips(self.info.num_frames) if self.info.sampling.is_clips else None
         num_frames = num_frames or self.info.num_frames
+        sampling_key = f"clips{clips.fps:g}x{clips.clip_frames}c{clips.crop}max{clips.max_clips}" if clips else ""
         start_up = self._start_up(frame=True)
         t0 = time.perf_counter()
-        key = self._cache_key(video, num_frames) if self.feature_cache is not None else None
+        key = None
+        if self.feature_cache is not None:
+            encoder = self.frame_encoder
+            key = FeatureKey(
+                video_content_hash(video),
+                str(encoder.spec),
+                encoder.fingerprint,
+                sampling_key or f"uniform{num_frames}",
+            )
         t_hash = time.perf_counter() - t0
         if key is not None and self.feature_cache is not None:
             hit = self.feature_cache.get(key)
@@ -402,7 +434,9 @@ class Predictor:
                     cache_key=key,
                 )
         t1 = time.perf_counter()
-        if encode_while_decoding:
+        sampled: SampledFrames
+        features, t_encode, t_decode = None, 0.0, None
+        if clips is None and encode_while_decoding:
             encoder = self.frame_encoder
             stream = stream_frames(
                 video,
@@ -412,22 +446,30 @@ class Predictor:
                 encode_cost=encode_cost_for(encoder),  # on the CPU: decoder threads by the work (overlap)
             )
             features, t_encode = encode_stream(encoder, stream)
-            frames, timestamps_s, info = stream.frames, stream.timestamps_s, stream.info
-            t_decode = stream.decode_seconds or 0.0
+            sampled = SampledFrames(stream.frames, stream.timestamps_s, stream.indices, stream.info)
+            row_frames, row_times, t_decode = sampled.frames, sampled.timestamps_s, stream.decode_seconds
+        elif clips is not None:
+            sampled = sample_clips(video, clips, limits=self.video_limits)
+            row_frames = sampled.frames[clips.clip_frames // 2 :: clips.clip_frames]  # each clip's middle frame
+            row_times = sampled.timestamps_s[:: clips.clip_frames] + clips.clip_seconds / 2
         else:
             sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
-            frames, timestamps_s, info = sampled.frames, sampled.timestamps_s, sampled.info
-            features, t_encode, t_decode = None, 0.0, time.perf_counter() - t1
-        thumbnails = _thumbnails(frames)
+            row_frames, row_times = sampled.frames, sampled.timestamps_s
+        info = sampled.info
+        thumbnails = _thumbnails(row_frames)
         t2 = time.perf_counter()
         return PreparedVideo(
-            timestamps_s=np.asarray(timestamps_s, dtype=np.float64),
-            frames=frames if features is None else None,
+            timestamps_s=np.asarray(row_times, dtype=np.float64),
+            frames=sampled.frames if features is None else None,
             features=features,
             thumbnails=thumbnails,
             summary=VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames),
             timings=Timings(
-                hash=t_hash, probe_decode=t_decode, image_encoder=t_encode, total=t2 - t0, start_up=start_up
+                hash=t_hash,
+                probe_decode=t2 - t1 if t_decode is None else t_decode,
+                image_encoder=t_encode,
+                total=t2 - t0,
+                start_up=start_up,
             ),
             cache_key=key,
         )
@@ -460,11 +502,15 @@ class Predictor:
 
     def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
         """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file,
-        taken from the feature cache or computed (encoded while decoding) and put there."""
+        taken from the feature cache or computed (uniform frames: encoded while decoding) and put there."""
         prepared = self.prepare(video, num_frames, encode_while_decoding=True)
-        features = self.encode_prepared(prepared)  # the cached or just-encoded ones
+        t0 = time.perf_counter()
+        features = self.encode_prepared(prepared)  # the cached or just-encoded ones, or a clip model's now
+        timings = prepared.timings
+        if prepared.frames is not None:
+            timings = replace(timings, image_encoder=time.perf_counter() - t0)
         self.remember(prepared, features)
-        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, prepared.timings
+        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, timings
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -531,6 +577,10 @@ class Predictor:
     ) -> Prediction:
         """Answer from precomputed frame features ``[T, F]`` of a video lasting ``duration_s`` seconds.
 
+        A clip model (S3D) reads exactly the checkpoint's row count: more rows are subsampled
+        (rows ``floor(j * T / rows)``), fewer get zero rows appended as padding (which a
+        reference-compat model does not mask, as the reference did not). Maps cover the real rows.
+
         Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
         """
         kwargs = {"duration_s": duration_s, "frame_times_s": frame_times_s, "top_k": top_k}
@@ -555,7 +605,16 @@ class Predictor:
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
             raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
-        num_frames = features.shape[0]
+        frame_padding = None
+        if self.info.sampling.is_clips:
+            fitted = sample_features(features, self.info.num_frames)
+            rows = fitted.positions[~fitted.padding].numpy()  # source row of each real row
+            if frame_times_s is None:
+                frame_times_s = (rows + 0.5) * self.info.sampling.clips().clip_seconds
+            else:
+                frame_times_s = np.asarray(frame_times_s, dtype=np.float64)[rows]
+            features, frame_padding = fitted.features, fitted.padding[None].to(self.device)
+        num_frames = features.shape[0] if frame_padding is None else int((~frame_padding).sum())
         if frame_times_s is None:
             frame_times_s = (np.arange(num_frames) + 0.5) / num_frames * duration_s
         # One video's question is tens of tokens and the model a few small layers: on the CPU a
@@ -564,10 +623,16 @@ class Predictor:
         t0 = time.perf_counter()
         sequences = question_sequences(question, options)
         with single:
-            text_hidden, text_padding = self.text.encode([sequences])
+            try:  # one question per padded batch: what a reference-compatible model's answer depends on
+                text_hidden, text_padding = self.text.encode([sequences])
+            except TextTooLongError as error:
+                raise InputError(str(error)) from error
             t1 = time.perf_counter()
             out = self.model(
-                features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device)
+                features[None].to(self.device),
+                frame_padding,
+                text_hidden.to(self.device),
+                text_padding.to(self.device),
             )
         t2 = time.perf_counter()
         probs = out.focus.answer_logits[0].float().softmax(-1).cpu()
@@ -586,13 +651,21 @@ class Predictor:
         tokens = self._tokens(sequences[row], int((~text_padding[0, row]).sum()))
         valid = ~text_padding[0, row]
         order = out.sort_order[0].cpu()
+        padding_rows = features.shape[0] - num_frames
+        glance_and_answer = [*out.glance.prompt_to_frame[0], out.focus.answer_to_frames[row]]
+        keys = None
+        if self.model.config.compat_event_memory_slice:
+            keys = self._last_positions(features.shape[0], tokens, text_padding.shape[-1])
         attention = AttentionMaps(
             frame_times_s=np.asarray(frame_times_s, dtype=np.float64),
-            prompt_to_frame=out.glance.prompt_to_frame[0][order].float().cpu().numpy(),
+            prompt_to_frame=out.glance.prompt_to_frame[0][order][:, :num_frames].float().cpu().numpy(),
             question_tokens=tokens,
             question_to_memory=out.focus.question_to_memory[row][valid].float().cpu().numpy(),
             events_to_frames=out.focus.events_to_frames[row][valid][:, :num_frames].float().cpu().numpy(),
             answer_to_frames=out.focus.answer_to_frames[row][:num_frames].float().cpu().numpy(),
+            padding_rows=padding_rows,
+            padding_share=_mean_share(glance_and_answer, num_frames, features.shape[0]) if padding_rows else 0.0,
+            question_memory_keys=keys,
         )
         timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0 + start_up, start_up=start_up)
         return Prediction(answer, answer_index, shown, shown_probs, events, attention, timings)
@@ -717,6 +790,14 @@ class Predictor:
             probabilities, hidden_probabilities, answer_index, names, shown, start_s, end_s, int(hidden.sum())
         )
         return replace(evidence, hidden=effect)
+
+    def _last_positions(self, num_rows: int, tokens: list[str], text_length: int) -> list[str]:
+        """Labels of the positions the reference's "event memory" takes from the end of the focus encoder's
+        ``[frames; prompts; text]`` sequence: text tokens, padding (``<pad>``), else prompts or frames."""
+        config = self.model.config
+        labels = [f"frame {t + 1}" for t in range(num_rows)] + [f"P{q + 1}" for q in range(config.num_memory_prompts)]
+        labels += tokens + ["<pad>"] * (text_length - len(tokens))
+        return labels[-config.compat_event_memory_size :]
 
     def _tokens(self, text: str, length: int) -> list[str]:
         tokenizer = self.text.encoder.tokenizer

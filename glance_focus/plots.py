@@ -11,7 +11,10 @@ prompt ``P{k+1}`` in temporal order (the order the focus stage reads them) in ev
   probability; background prompts (no event) are grey and faint. Side column: the legend.
 - :func:`attention_figure`: glance attention of each memory prompt over the frames ``[Q, T]``,
   the answer query's attention over the frames ``[T]`` below it, and, in the side column, the
-  focus stage's question-token → memory-prompt attention drawn with prompts as rows ``[Q, L]``.
+  focus stage's question-token → memory-prompt attention drawn with prompts as rows ``[Q, L]``
+  (for reference-compatible models, whose "event memory" is the last positions of the encoded
+  sequence, those positions labelled by token instead). Focus maps come from the decoder layer
+  the answer is read from.
 - :func:`evidence_figure`: per memory prompt (same rows), how much leaving it out changes the
   answer's probability, a bar coloured by sign, and the answer it flips to in the side column;
   a last row for a hidden time range, when one was hidden (:class:`~glance_focus.evidence.Evidence`).
@@ -255,7 +258,11 @@ def attention_figure(prediction: Prediction) -> Figure:
     )
     glance_ax.set_xlim(0, duration)
     _row_labels(glance_ax, rows)
-    glance_ax.set_title("Glance: memory prompt → frames (each row scaled to its maximum)", loc="left", fontsize=11)
+    title = "Glance: memory prompt → frames (each row scaled to its maximum)"
+    if att.padding_rows:  # a clip model's short video, padded with zero rows the maps leave out
+        # on its own line: one long line would run into the side column's title
+        title += f"\n{att.padding_share:.0%} of the attention went to {att.padding_rows} zero padding rows (not shown)"
+    glance_ax.set_title(title, loc="left", fontsize=11, wrap=True)
     glance_ax.tick_params(axis="x", labelbottom=False)
     colours = class_colours(prediction.events)
     for row, event in enumerate(prediction.events):
@@ -290,14 +297,22 @@ def attention_figure(prediction: Prediction) -> Figure:
     token_ax = _side_axes(figure, heat_bottom, heat_in)
     if tokens:
         matrix = _scaled_rows(np.asarray(att.question_to_memory)[: len(tokens)]).T  # [Q, L]
-        token_ax.pcolormesh(np.arange(len(tokens) + 1), np.arange(rows + 1) - 0.5, matrix, cmap=HEATMAP, vmin=0, vmax=1)
+        token_ax.pcolormesh(
+            np.arange(len(tokens) + 1), np.arange(matrix.shape[0] + 1) - 0.5, matrix, cmap=HEATMAP, vmin=0, vmax=1
+        )
         token_ax.set_xticks(np.arange(len(tokens)) + 0.5, tokens, rotation=90, fontsize=7)
         token_ax.set_xlim(0, len(tokens))
-    token_ax.set_ylim(rows - 0.5, -0.5)
-    token_ax.set_yticks(range(rows), [])
+    keys = att.question_memory_keys
+    token_ax.set_ylim(len(keys or range(rows)) - 0.5, -0.5)
     token_ax.tick_params(length=0)
-    token_ax.set_title("Focus: question tokens → prompts", loc="left", fontsize=11)
-    token_ax.set_xlabel("each token's column scaled to its maximum", fontsize=8)
+    if keys is None:
+        token_ax.set_yticks(range(rows), [])
+        token_ax.set_title("Focus: question tokens → prompts", loc="left", fontsize=11)
+        token_ax.set_xlabel("each token's column scaled to its maximum", fontsize=8)
+    else:  # reference layout: the "event memory" is the sequence's last positions, not the prompts
+        token_ax.set_yticks(range(len(keys)), [_short(key) for key in keys], fontsize=7)
+        token_ax.set_title(f"Focus: tokens → last {len(keys)} positions", loc="left", fontsize=10)
+        token_ax.set_xlabel("reference layout: these rows are text positions,\nnot the memory prompts", fontsize=8)
     return figure
 
 
@@ -353,3 +368,8 @@ def evidence_figure(evidence: Evidence) -> Figure:
         text, colour = ("→ " + flip, SUPPORT_COLOUR) if flip is not None else ("(unchanged)", "#777777")
         side.text(0, row, text, fontsize=8, va="center", color=colour, clip_on=True)
     return figure
+
+
+def _short(label: str, limit: int = 7) -> str:
+    """``label`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"

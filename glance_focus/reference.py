@@ -10,7 +10,7 @@ architecture from the tensor shapes with every reference-compatibility switch on
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from glance_focus.checkpoint import CheckpointInfo, save_checkpoint
 from glance_focus.config import GlanceFocusConfig
 from glance_focus.model import GlanceFocus
 
+MODEL_CARD_NAME = "MODEL_CARD.md"
 _TEXT_ENCODER_PREFIX = "transformer.text_encoder."
 # Buffers some transformers versions saved in the state dict; they are not parameters.
 _IGNORED_TEXT_ENCODER_KEYS = {"embeddings.position_ids"}
@@ -70,6 +71,14 @@ _KEY_RULES: list[tuple[re.Pattern[str], str]] = [
         r"\1.layers.\2.{norm}.\4",
     ),
 ]
+
+
+# Our names of weights every reference model has: a state dict without them is something else.
+_CORE_KEYS = frozenset({"input_proj.weight_direction", "event_queries.weight", "answer_query.weight"})
+
+
+class NotAReferenceCheckpointError(ValueError):
+    """A file or state dict that is not a checkpoint of the reference code."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +130,15 @@ def convert_reference_state_dict(state: dict[str, Tensor]) -> ConvertedReference
             unknown.append(key)
             continue
         model_state[new_key] = value.reshape(()) if new_key == "input_proj.weight_scale" else value
+    missing = sorted(_CORE_KEYS - set(model_state))
+    if missing:
+        raise NotAReferenceCheckpointError(
+            f"not a Glance-Focus reference checkpoint: it has no {', '.join(missing)} "
+            f"({len(state)} tensors, e.g. {', '.join(sorted(state)[:3]) or 'none'})"
+        )
     if unknown:
-        raise ValueError(f"reference checkpoint has keys this converter does not understand: {sorted(unknown)}")
+        shown = ", ".join(sorted(unknown)[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ValueError(f"reference checkpoint has {len(unknown)} keys this converter does not understand: {shown}")
     return ConvertedReference(model_state=model_state, text_encoder_state=text_state)
 
 
@@ -131,14 +147,20 @@ def load_reference_checkpoint(path: str | Path) -> dict[str, Tensor]:
 
     Uses ``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference checkpoint {path} not found")
     try:
-        payload: Any = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler's refusal or a corrupt file
-        raise ValueError(f"cannot read {path} as a weights-only PyTorch checkpoint: {exc}") from exc
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler's refusal or a corrupt file; its message spans many lines
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise NotAReferenceCheckpointError(
+            f"{path} is not a reference checkpoint (the weights-only PyTorch loader refuses it: {reason})"
+        ) from exc
     if isinstance(payload, dict) and "model_state_dict" in payload:
         payload = payload["model_state_dict"]
-    if not isinstance(payload, dict) or not all(isinstance(v, Tensor) for v in payload.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+    if not isinstance(payload, dict) or not payload or not all(isinstance(v, Tensor) for v in payload.values()):
+        raise NotAReferenceCheckpointError(f"{path} is not a reference checkpoint (no state dict of tensors)")
     return payload
 
 
@@ -192,6 +214,39 @@ def roberta_config_from_state(text_state: dict[str, Tensor], num_attention_heads
     }
 
 
+def reference_text_limit(hf_config: Mapping[str, Any]) -> int:
+    """Most tokens (``<s>``/``</s>`` included) a RoBERTa reads: its position table less the slots
+    at and below the padding index, which RoBERTa's position ids skip (514 - 2 = 512 for roberta-base)."""
+    return int(hf_config["max_position_embeddings"]) - int(hf_config.get("pad_token_id", 1)) - 1
+
+
+def _fine_tuned_text_encoder(spec: str, text_state: dict[str, Tensor], text_hidden_size: int) -> dict[str, Any]:
+    """The Hugging Face config (as a dict) of ``spec``'s architecture, checked to hold ``text_state``.
+
+    Only ``spec``'s tokenizer and config are read (not its weights); :class:`EncoderUnavailableError`
+    where they cannot be had here.
+    """
+    from transformers import AutoConfig  # heavy: only when needed
+
+    from glance_focus.encoders import EncoderUnavailableError, resolve_text_weights
+    from glance_focus.text_features import build_text_encoder_from_config
+
+    weights = resolve_text_weights(spec)
+    try:
+        hf_config = AutoConfig.from_pretrained(weights.source, local_files_only=weights.local_files_only).to_dict()
+    except OSError as error:
+        raise EncoderUnavailableError(f"The config of text encoder {spec!r} could not be loaded: {error}") from error
+    encoder = build_text_encoder_from_config(spec, hf_config, device="cpu")
+    try:
+        encoder.model.load_state_dict(text_state, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise ValueError(f"the checkpoint's fine-tuned text encoder does not fit {spec!r}: {first}") from error
+    if encoder.hidden_size != text_hidden_size:
+        raise ValueError(f"the model reads {text_hidden_size}-d text tokens but {spec!r} gives {encoder.hidden_size}")
+    return hf_config
+
+
 def convert_reference_to_checkpoint(
     reference: str | Path | Mapping[str, torch.Tensor],
     out_dir: str | Path,
@@ -204,6 +259,7 @@ def convert_reference_to_checkpoint(
     num_frames: int = 80,
     num_heads: int = 8,
     metadata: Mapping[str, Any] | None = None,
+    model_card: Callable[[CheckpointInfo], str] | None = None,
 ) -> Path:
     """Write a checkpoint directory from a reference-code checkpoint (file or state dict).
 
@@ -211,8 +267,10 @@ def convert_reference_to_checkpoint(
     number of heads cannot be and is given (reference: 8). ``frame_encoder`` names what made the
     features the model reads (``"unknown"`` for the reference's S3D ``.pth`` files, which
     :func:`~glance_focus.extraction.resolve_features` then accepts). A fine-tuned text encoder inside
-    the reference state is stored beside the model and must fit ``text_encoder``'s architecture;
-    without one, ``text_encoder``'s width must equal the model's ``text_hidden_size``.
+    the reference state is stored beside the model with the architecture of ``text_encoder`` (whose
+    tokenizer and config are read, not its weights), and ``text_max_length`` becomes the most tokens
+    that architecture reads (the reference never truncates). Without one, ``text_encoder``'s width
+    must equal the model's ``text_hidden_size``. ``model_card(info)`` gives the text of ``MODEL_CARD.md``.
     """
     if isinstance(reference, str | Path):
         state = load_reference_checkpoint(reference)
@@ -224,6 +282,7 @@ def convert_reference_to_checkpoint(
     model = GlanceFocus(config)
     model.load_state_dict(converted.model_state, strict=True)
     text_state = converted.text_encoder_state or None
+    hf_config = None
     if text_state is None:
         from glance_focus.encoders import load_text_encoder  # heavy (transformers): only when needed
 
@@ -232,6 +291,14 @@ def convert_reference_to_checkpoint(
             raise ValueError(
                 f"the reference model reads {config.text_hidden_size}-d text tokens but {text_encoder!r} gives {width}"
             )
+    else:
+        hf_config = _fine_tuned_text_encoder(text_encoder, text_state, config.text_hidden_size)
+        text_max_length = reference_text_limit(hf_config)
+    if len(event_classes) != config.num_event_classes:
+        raise ValueError(
+            f"{len(event_classes)} event class names given, but the checkpoint predicts "
+            f"{config.num_event_classes} event classes (plus background)"
+        )
     info = CheckpointInfo(
         model=config,
         frame_encoder=frame_encoder,
@@ -239,7 +306,9 @@ def convert_reference_to_checkpoint(
         num_frames=num_frames,
         text_encoder=text_encoder,
         text_max_length=text_max_length,
+        text_encoder_config=hf_config,
         event_classes=tuple(event_classes),
         metadata={"converted_from": source, **(metadata or {})},
     )
-    return save_checkpoint(out_dir, model, info, text_encoder_state=text_state)
+    files = {MODEL_CARD_NAME: model_card(info)} if model_card is not None else None
+    return save_checkpoint(out_dir, model, info, text_encoder_state=text_state, text_files=files)

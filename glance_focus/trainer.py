@@ -256,7 +256,7 @@ def prepare(config: TrainConfig, device: torch.device) -> Experiment:
         train_data=train_data,
         val=val,
         val_data=val_data,
-        text=TextFeatureCache(text_encoder),
+        text=TextFeatureCache(text_encoder, keep_padding_states=model_config.compat_text_padding),
         frame_encoder=config.frame_encoder or meta.get("frame_encoder", "unknown"),
         frame_encoder_fingerprint=meta.get("fingerprint"),
         model_config=model_config,

@@ -3,7 +3,12 @@ a decoder whose layer runs either the glance step (self-attention, cross-attenti
 the focus step (multi-level attention, MLA).
 
 Masks are passed as additive key biases ``[B, Lk]`` (0 keeps a key, -inf removes it); see
-:func:`padding_to_bias`. Every attention returns head-averaged weights ``[B, Lq, Lk]``.
+:func:`padding_to_bias`. Every attention returns head-averaged weights ``[B, Lq, Lk]``, unless the
+caller says it does not need them (``need_weights`` / ``need_attention`` False): then a fused
+attention kernel runs and no weights are formed, for the same outputs. A caller that needs only
+an answer can also ask for fewer outputs: the encoder's first positions
+(``TransformerEncoder(..., output_rows=n)``) or one decoder query's state
+(:meth:`TransformerDecoder.answer_state`).
 """
 
 from __future__ import annotations
@@ -38,11 +43,18 @@ class MultiheadAttention(nn.Module):
         self.dropout = dropout
 
     def forward(
-        self, query: Tensor, key: Tensor, value: Tensor, key_bias: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_bias: Tensor | None = None,
+        *,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
         """query ``[B, Lq, D]``, key/value ``[B, Lk, D]``, key_bias ``[B, Lk]`` added to the logits.
 
-        Returns the output ``[B, Lq, D]`` and the head-averaged attention ``[B, Lq, Lk]``.
+        Returns the output ``[B, Lq, D]`` and the head-averaged attention ``[B, Lq, Lk]``, or None
+        with ``need_weights=False`` (a fused kernel, no weights formed; the same output).
         """
         d_model = query.shape[-1]
         w_q, w_k, w_v = self.in_proj.weight.split(d_model)
@@ -50,6 +62,11 @@ class MultiheadAttention(nn.Module):
         q = self._split_heads(F.linear(query, w_q, b_q))  # (B, h, Lq, hd)
         k = self._split_heads(F.linear(key, w_k, b_k))  # (B, h, Lk, hd)
         v = self._split_heads(F.linear(value, w_v, b_v))  # (B, h, Lk, hd)
+        if not need_weights:
+            mask = None if key_bias is None else key_bias[:, None, None, :].to(q.dtype)
+            dropout = self.dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            return self.out_proj(out.transpose(1, 2).flatten(2)), None
         logits = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, h, Lq, Lk)
         if key_bias is not None:
             logits = logits + key_bias[:, None, None, :].to(logits.dtype)
@@ -87,10 +104,17 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, key_bias: Tensor | None) -> tuple[Tensor, Tensor]:
-        """x ``[B, L, D]`` -> (x ``[B, L, D]``, self-attention ``[B, L, L]``)."""
-        attended, weights = self.self_attn(x, x, x, key_bias)
-        x = self.self_norm(x + self.dropout(attended))
+    def forward(
+        self, x: Tensor, key_bias: Tensor | None, *, need_attention: bool = True, output_rows: int | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """x ``[B, L, D]`` -> (x ``[B, L', D]``, self-attention ``[B, L', L]`` or None without ``need_attention``).
+
+        ``output_rows`` n computes only the first n positions' outputs (L' = n; every position is
+        still attended to); None computes all (L' = L).
+        """
+        rows = x if output_rows is None else x[:, :output_rows]
+        attended, weights = self.self_attn(rows, x, x, key_bias, need_weights=need_attention)
+        x = self.self_norm(rows + self.dropout(attended))
         x = self.ffn_norm(x + self.dropout(self.ffn(x)))
         return x, weights
 
@@ -100,12 +124,22 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
 
-    def forward(self, x: Tensor, key_bias: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """x ``[B, L, D]`` -> (encoded ``[B, L, D]``, per-layer self-attention ``[B, L, L]``)."""
+    def forward(
+        self, x: Tensor, key_bias: Tensor | None, *, need_attention: bool = True, output_rows: int | None = None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """x ``[B, L, D]`` -> (encoded ``[B, L', D]``, per-layer self-attention ``[B, L, L]``).
+
+        Without ``need_attention`` no attention maps are formed (the tuple is empty; the same
+        encoding). ``output_rows`` n returns only the first n positions (L' = n), which saves the
+        last layer's work for the others; None returns all (L' = L).
+        """
         maps = []
-        for layer in self.layers:
-            x, weights = layer(x, key_bias)
-            maps.append(weights)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            rows = output_rows if index == last else None
+            x, weights = layer(x, key_bias, need_attention=need_attention, output_rows=rows)
+            if weights is not None:
+                maps.append(weights)
         return x, tuple(maps)
 
 
@@ -160,10 +194,13 @@ class DecoderLayer(nn.Module):
         self.focus_norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def _self_attend(self, tgt: Tensor, query_pos: Tensor) -> tuple[Tensor, Tensor]:
+    def _self_attend(
+        self, tgt: Tensor, query_pos: Tensor, *, need_weights: bool = True, rows: slice = slice(None)
+    ) -> tuple[Tensor, Tensor | None]:
+        """The queries ``rows`` of tgt ``[N, Q+1, D]`` after self-attention over all of them."""
         q = tgt + query_pos
-        attended, weights = self.self_attn(q, q, tgt)
-        return self.self_norm(tgt + self.dropout(attended)), weights
+        attended, weights = self.self_attn(q[:, rows], q, tgt, need_weights=need_weights)
+        return self.self_norm(tgt[:, rows] + self.dropout(attended)), weights
 
     def _feed_forward(self, tgt: Tensor) -> Tensor:
         return self.ffn_norm(tgt + self.dropout(self.ffn(tgt)))
@@ -177,23 +214,42 @@ class DecoderLayer(nn.Module):
         tgt = self.frame_norm(tgt + self.dropout(attended))
         return self._feed_forward(tgt), self_weights, cross_weights
 
-    def focus_step(self, tgt: Tensor, query_pos: Tensor, memory: FocusMemory) -> tuple[Tensor, FocusLayerAttention]:
+    def focus_step(
+        self,
+        tgt: Tensor,
+        query_pos: Tensor,
+        memory: FocusMemory,
+        *,
+        need_attention: bool = True,
+        rows: slice = slice(None),
+    ) -> tuple[Tensor, FocusLayerAttention | None]:
         """Multi-level attention. tgt/query_pos ``[N, Q+1, D]`` -> tgt ``[N, Q+1, D]``.
 
         (1) question tokens select events from the memory, (2) the selected events find their
         moment among the frames, (3) the decoder queries read those moments; then the FFN.
         Steps (1) and (2) have no residual: their outputs are new sequences indexed by token.
+
+        Without ``need_attention`` no attention maps are formed (None; the same states). ``rows``
+        computes only those queries' states (all queries are still attended to), e.g.
+        ``slice(-1, None)`` for the QA query alone: tgt ``[N, len(rows), D]``.
         """
         question_attn = self.cross_attn if self.share_mla_attention else self.question_attn
         frame_attn = self.cross_attn if self.share_mla_attention else self.frame_attn
-        tgt, self_weights = self._self_attend(tgt, query_pos)
-        selected_events, q2m = question_attn(memory.text, memory.events, memory.events, memory.event_bias)
+        weights = need_attention  # whether each attention forms its weights
+        tgt, self_weights = self._self_attend(tgt, query_pos, need_weights=weights, rows=rows)
+        selected_events, q2m = question_attn(
+            memory.text, memory.events, memory.events, memory.event_bias, need_weights=weights
+        )
         selected_events = self.event_norm(self.dropout(selected_events))  # (N, L, D)
-        moments, e2f = frame_attn(selected_events, memory.frames, memory.frames, memory.frame_bias)
+        moments, e2f = frame_attn(
+            selected_events, memory.frames, memory.frames, memory.frame_bias, need_weights=weights
+        )
         moments = self.frame_norm(self.dropout(moments))  # (N, L, D)
-        attended, q2s = self.cross_attn(tgt + query_pos, moments, moments, memory.text_bias)
+        attended, q2s = self.cross_attn(
+            tgt + query_pos[:, rows], moments, moments, memory.text_bias, need_weights=weights
+        )
         tgt = self.focus_norm(tgt + self.dropout(attended))
-        attention = FocusLayerAttention(self_weights, q2m, e2f, q2s)
+        attention = FocusLayerAttention(self_weights, q2m, e2f, q2s) if need_attention else None
         return self._feed_forward(tgt), attention
 
 
@@ -227,3 +283,20 @@ class TransformerDecoder(nn.Module):
             states.append(self.norm(tgt))
             maps.append(attention)
         return torch.stack(states), tuple(maps)
+
+    def answer_state(self, query_pos: Tensor, memory: FocusMemory, layer: int) -> Tensor:
+        """The QA query's normed state ``[N, D]`` after decoder layer ``layer`` (negative counts from
+        the end) of :meth:`focus`, computed with only the work it depends on and no attention maps.
+
+        The QA query is the last of ``query_pos [N, Q+1, D]``. Layers before ``layer`` run for all
+        queries (the QA query attends to the others' states), layer ``layer`` for the QA query
+        alone, and the later layers not at all.
+        """
+        answer_layer = range(len(self.layers))[layer]
+        tgt = torch.zeros_like(query_pos)
+        for before in self.layers[:answer_layer]:
+            tgt, _ = before.focus_step(tgt, query_pos, memory, need_attention=False)
+        tgt, _ = self.layers[answer_layer].focus_step(
+            tgt, query_pos, memory, need_attention=False, rows=slice(-1, None)
+        )
+        return self.norm(tgt[:, 0])

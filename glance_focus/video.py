@@ -20,6 +20,10 @@ sampling at a rate is the same with ``N = round(duration_s * fps)``. With a time
 frame range is the frames that start inside the window, chosen by their timestamps and decoded
 by index, so a window's first frame is exact (not the keyframe before it, as with a stream copy).
 
+Clip sampling (:func:`sample_clips`, for clip encoders such as S3D) instead resamples the video
+(or a window of it) to a fixed rate the way FFmpeg's ``fps`` filter does, and cuts it into
+non-overlapping clips.
+
 Frames can also be consumed while they are decoded (:func:`stream_frames`, a
 :class:`FrameStream`): the worker writes each frame into a shared file and reports it, so a caller
 encodes the first frames while the later ones are still being decoded. :func:`sample_frames` is the
@@ -54,6 +58,7 @@ from typing import Any, Literal
 import numpy as np
 
 _MB = 10**6
+_DECODE_CHUNK_BYTES = 64 * 1024**2  # clip frames are decoded in batches of about this size
 _DECODER_HEADROOM_BYTES = 1024**3  # address space for codec threads and buffers, beyond the frames
 _WORKER_START_TIMEOUT_S = 60.0
 _WORKER_BOOT = (
@@ -104,6 +109,10 @@ class VideoTooLongError(VideoError):
     """Duration above ``VideoLimits.max_duration_s``."""
 
 
+class VideoTooShortError(VideoError):
+    """Shorter than one clip of a clip-based encoder (:func:`sample_clips`)."""
+
+
 class VideoResolutionTooLargeError(VideoError):
     """Width × height above ``VideoLimits.max_pixels``."""
 
@@ -135,6 +144,7 @@ _ERRORS_BY_NAME: dict[str, type[VideoError]] = {
         NoVideoStreamError,
         NoFramesError,
         VideoTooLongError,
+        VideoTooShortError,
         VideoResolutionTooLargeError,
         CorruptVideoError,
         DecodeMemoryError,
@@ -225,6 +235,46 @@ SEEK_COST_FRAMES = 6
 """What one seek costs, in frames decoded: decord's accurate seek rewinds, seeks to the keyframe,
 restarts its decoder thread and checks where it landed. Measured on 640x360 H.264 (2-core x86,
 one decoder thread): ~6 frames' decoding time; it decides :func:`choose_decode_strategy`."""
+
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """How a clip encoder's input is cut from a video (the S3D VideoQA recipe by default).
+
+    The video is resampled to ``fps`` (each output frame ``k`` at ``k / fps`` s shows the last
+    video frame starting before ``(k + 0.5) / fps``, as FFmpeg's ``fps`` filter with rounding to
+    the nearest does), resized so its short side is ``short_side`` (long side
+    ``int(long * short_side / short)``, truncated) and centre-cropped to ``crop × crop``; then cut
+    into non-overlapping clips of ``clip_frames`` frames, an incomplete last clip dropped. Clip
+    ``i`` covers ``[i, i + 1) × clip_frames / fps`` seconds.
+
+    Attributes:
+        fps: output frame rate, frames per second.
+        clip_frames: frames per clip.
+        short_side: short side after resizing, pixels.
+        crop: side of the centred square crop, pixels (at most ``short_side``).
+        max_clips: when the video has more clips, keep clips ``floor(j * n / max_clips)`` for
+            ``j = 0 .. max_clips - 1`` (the STAR loader's row rule); None keeps all.
+    """
+
+    fps: float = 16.0
+    clip_frames: int = 16
+    short_side: int = 224
+    crop: int = 224
+    max_clips: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive number, got {self.fps!r}")
+        if self.clip_frames < 1 or self.short_side < 1 or not 1 <= self.crop <= self.short_side:
+            raise ValueError(f"invalid clip geometry: {self}")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ValueError(f"max_clips must be positive or None, got {self.max_clips}")
+
+    @property
+    def clip_seconds(self) -> float:
+        """Length of one clip, seconds."""
+        return self.clip_frames / self.fps
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,6 +416,81 @@ def sample_frames(
     return (pool or default_pool()).sample(
         path, num_frames, fps, limits, size, strategy, decoder_threads, window_s=window_s
     )
+
+
+def sample_clips(
+    path: str | os.PathLike[str],
+    clips: ClipSampling,
+    limits: VideoLimits = DEFAULT_LIMITS,
+    *,
+    window_s: tuple[float, float] | None = None,
+    in_process: bool = False,
+    pool: VideoWorkerPool | None = None,
+) -> SampledFrames:
+    """Probe a video, then decode it (or the window of frames starting in ``window_s = (start, end)``
+    seconds, as if cut out first) as clips (see :class:`ClipSampling`).
+
+    Returns ``frames [n * clip_frames, crop, crop, 3]`` uint8, clip after clip;
+    ``timestamps_s`` is each output frame's time in the video (``k / fps`` after the first frame
+    of the window, or of the video) and ``indices`` the video frame it
+    shows (non-decreasing; repeated when the video's rate is below ``fps``). ``limits`` bounds
+    the file, duration, resolution and the memory of the returned frames
+    (``max_frames_to_sample`` does not apply: ``max_clips`` bounds the count). Raises
+    :class:`VideoTooShortError` for a video shorter than one clip, and the other
+    :class:`VideoError` subclasses as :func:`sample_frames` does.
+    """
+    _check_window(window_s)
+    if in_process:
+        return _sample_clips_local(os.fspath(path), clips, limits, _allocate_in_memory, _no_log, window_s)
+    return (pool or default_pool()).sample_clips(path, clips, limits, window_s=window_s)
+
+
+def clip_frame_plan(
+    frame_starts_s: np.ndarray, duration_s: float, clips: ClipSampling
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which video frames :func:`sample_clips` decodes.
+
+    Args:
+        frame_starts_s: ``[T]`` each video frame's start time, seconds from the first (non-decreasing).
+        duration_s: the video's duration, seconds.
+        clips: the sampling.
+
+    Returns:
+        ``(indices [M], times_s [M], num_clips)``: the video frame shown by each output frame, its
+        time ``k / fps``, and how many whole clips the video has (``M = min(n, max_clips) *
+        clip_frames``).
+
+    >>> idx, t, n = clip_frame_plan(np.arange(50) / 25.0, 2.0, ClipSampling(fps=4, clip_frames=4))
+    >>> n, idx.tolist()
+    (2, [3, 9, 15, 21, 28, 34, 40, 46])
+    """
+    total = math.floor(duration_s * clips.fps + 0.5)  # output frames of the fps filter
+    num_clips = total // clips.clip_frames
+    chosen = np.arange(num_clips, dtype=np.int64)
+    if clips.max_clips is not None and num_clips > clips.max_clips:
+        chosen = np.arange(clips.max_clips, dtype=np.int64) * num_clips // clips.max_clips
+    k = (chosen[:, None] * clips.clip_frames + np.arange(clips.clip_frames)).reshape(-1)  # [M]
+    # Output frame k takes the last input frame whose time rounds to a slot <= k.
+    indices = np.searchsorted(frame_starts_s, (k + 0.5) / clips.fps, side="left") - 1
+    indices = np.clip(indices, 0, len(frame_starts_s) - 1).astype(np.int64)
+    return indices, k / clips.fps, num_clips
+
+
+def clip_resize_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """``(height, width)`` with the short side ``short_side`` and the long side
+    ``int(long * short_side / short)`` (truncated, as the S3D VideoQA extraction computes it).
+
+    >>> clip_resize_size(720, 1280, 224)
+    (224, 398)
+    """
+    if height >= width:
+        return int(height * short_side / width), short_side
+    return short_side, int(width * short_side / height)
+
+
+def center_crop_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
+    """``(top, left)`` of the centred ``crop × crop`` window: ``int((size - crop) / 2)`` per axis."""
+    return int((height - crop) / 2), int((width - crop) / 2)
 
 
 def stream_frames(
@@ -610,6 +735,31 @@ class VideoWorkerPool:
         request, path = self._sample_request(
             path, num_frames, fps, limits, size, strategy, decoder_threads, window_s, False
         )
+        return self._frames(request, path, limits)
+
+    def sample_clips(
+        self,
+        path: str | os.PathLike[str],
+        clips: ClipSampling,
+        limits: VideoLimits = DEFAULT_LIMITS,
+        *,
+        window_s: tuple[float, float] | None = None,
+    ) -> SampledFrames:
+        """:func:`sample_clips` in a worker."""
+        _check_window(window_s)
+        path = _check_file(os.path.abspath(path), limits)[0]
+        request = {
+            "op": "clips",
+            "path": path,
+            "clips": dataclasses.asdict(clips),
+            "window_s": None if window_s is None else list(window_s),
+            "limits": dataclasses.asdict(limits),
+            "out": os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy"),
+        }
+        return self._frames(request, path, limits)
+
+    def _frames(self, request: dict[str, Any], path: str, limits: VideoLimits) -> SampledFrames:
+        """Run a frame-returning ``request`` in a worker; the frames come back through its ``.npy`` file."""
         try:
             reply = self._call(request, path, limits)
             frames = np.load(request["out"])
@@ -1075,10 +1225,17 @@ def _serve(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> d
     if request["op"] == "probe":
         return {"info": dataclasses.asdict(_probe_local(request["path"], limits, _worker_log))}
     window = request["window_s"]
+    window_s = None if window is None else (float(window[0]), float(window[1]))
 
     def allocate(shape: tuple[int, ...]) -> np.ndarray:
         return _create_npy(request["out"], shape, request["path"])
 
+    if request["op"] == "clips":
+        clips = ClipSampling(**request["clips"])
+        sampled = _sample_clips_local(request["path"], clips, limits, allocate, _worker_log, window_s)
+        sampled.frames.flush()
+        header = _header(sampled.info, sampled.indices, sampled.timestamps_s, sampled.frames.shape)
+        return {key: header[key] for key in ("info", "indices", "timestamps_s")}
     try:
         plan = _plan_sampling(
             request["path"],
@@ -1090,7 +1247,7 @@ def _serve(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> d
             request["strategy"],
             request["threads"],
             request["encode_cost"],
-            None if window is None else (float(window[0]), float(window[1])),
+            window_s,
         )
     except _Unseekable as unseekable:  # read front to back, whole; announced once done
         sampled = unseekable.sample(allocate)
@@ -1162,10 +1319,27 @@ def _check_arguments(
         raise ValueError(f"fps must be a positive number, got {fps}")
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
+    _check_window(window_s)
+
+
+def _check_window(window_s: tuple[float, float] | None) -> None:
     if window_s is not None and not (
         len(window_s) == 2 and all(math.isfinite(t) for t in window_s) and 0 <= window_s[0] < window_s[1]
     ):
         raise ValueError(f"window_s must be (start, end) seconds with 0 <= start < end, got {window_s!r}")
+
+
+def _window_frames(
+    starts: np.ndarray, info: VideoInfo, window_s: tuple[float, float], name: str
+) -> tuple[int, int, float]:
+    """``(first frame, frame count, length in seconds)`` of the frames starting in ``window_s``."""
+    inside = np.flatnonzero((starts >= window_s[0]) & (starts < window_s[1]))
+    if inside.size == 0:
+        raise NoFramesError(
+            f"'{name}' has no frame between {window_s[0]:.2f} s and {window_s[1]:.2f} s "
+            f"(the video lasts {info.duration_s:.2f} s)."
+        )
+    return int(inside[0]), int(inside.size), min(window_s[1], info.duration_s) - window_s[0]
 
 
 def _regular_file(path: str) -> tuple[str, int]:
@@ -1545,14 +1719,7 @@ def _plan_sampling(
 
     first, available, span_s = 0, info.num_frames, info.duration_s
     if window_s is not None:
-        inside = np.flatnonzero((starts >= window_s[0]) & (starts < window_s[1]))
-        if inside.size == 0:
-            raise NoFramesError(
-                f"'{name}' has no frame between {window_s[0]:.2f} s and {window_s[1]:.2f} s "
-                f"(the video lasts {info.duration_s:.2f} s)."
-            )
-        first, available = int(inside[0]), int(inside.size)
-        span_s = min(window_s[1], info.duration_s) - window_s[0]
+        first, available, span_s = _window_frames(starts, info, window_s, name)
     wanted = num_frames if num_frames is not None else max(1, round(span_s * fps))
     count = min(wanted, limits.max_frames_to_sample, available)
     indices = first + uniform_indices(available, count)  # strictly increasing: count <= available
@@ -1632,3 +1799,58 @@ def _sample_local(
     for _ in _decode_into(plan, frames):
         pass
     return SampledFrames(frames=frames, timestamps_s=plan.timestamps_s, indices=plan.indices, info=plan.info)
+
+
+def _sample_clips_local(
+    path: str,
+    clips: ClipSampling,
+    limits: VideoLimits,
+    allocate: Callable[[tuple[int, ...]], np.ndarray],
+    ffmpeg_log: Callable[[], str],
+    window_s: tuple[float, float] | None = None,
+) -> SampledFrames:
+    path, file_bytes = _check_file(path, limits)
+    name = os.path.basename(path)
+    reader = _open_reader(path, ffmpeg_log)
+    info, starts = _probe_reader(reader, path, file_bytes, limits)
+    first, available, span_s = 0, info.num_frames, info.duration_s
+    if window_s is not None:
+        first, available, span_s = _window_frames(starts, info, window_s, name)
+    origin = float(starts[first])
+    indices, times, num_clips = clip_frame_plan(starts[first : first + available] - origin, span_s, clips)
+    indices, times = indices + first, times + origin
+    if num_clips == 0:
+        raise VideoTooShortError(
+            f"'{name}' is {span_s:.2f} s long{' in that window' if window_s else ''}; this model reads the video "
+            f"in clips of {clips.clip_seconds:g} s, so it needs at least {clips.clip_seconds:g} s."
+        )
+    frame_bytes = clips.crop * clips.crop * 3
+    if len(indices) * frame_bytes > limits.max_decode_memory_bytes:
+        raise DecodeMemoryError(
+            f"{num_clips} clips of '{name}' need {len(indices) * frame_bytes / _MB:.0f} MB; the limit is "
+            f"{limits.max_decode_memory_bytes / _MB:.0f} MB. Use a shorter video."
+        )
+    out_height, out_width = clip_resize_size(info.height, info.width, clips.short_side)
+    top, left = center_crop_offsets(out_height, out_width, clips.crop)
+    reader = _open_reader(path, ffmpeg_log, width=out_width, height=out_height)
+
+    frames = allocate((len(indices), clips.crop, clips.crop, 3))  # [M, crop, crop, 3]
+    unique, inverse = np.unique(indices, return_inverse=True)  # both sorted: indices never decrease
+    per_batch = max(1, _DECODE_CHUNK_BYTES // (out_height * out_width * 3))
+    for start in range(0, len(unique), per_batch):
+        batch_indices = unique[start : start + per_batch]
+        try:
+            batch = reader.get_batch(batch_indices).asnumpy()  # [b, H', W', 3]
+        except MemoryError:
+            raise DecodeMemoryError(_memory_message(path)) from None
+        except Exception as exc:
+            raise CorruptVideoError(
+                f"Decoding '{name}' failed part way through (near frame {batch_indices[0]} of "
+                f"{info.num_frames}); the file is truncated or corrupt."
+            ) from exc
+        if batch.shape != (len(batch_indices), out_height, out_width, 3):
+            raise CorruptVideoError(f"Decoding '{name}' returned frames of an unexpected shape {batch.shape}.")
+        cropped = batch[:, top : top + clips.crop, left : left + clips.crop]
+        first, stop = np.searchsorted(inverse, [start, start + len(batch_indices)])
+        frames[first:stop] = cropped[inverse[first:stop] - start]
+    return SampledFrames(frames=frames, timestamps_s=times, indices=indices, info=info)

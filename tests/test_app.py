@@ -304,7 +304,7 @@ def test_the_summary_states_what_the_model_knows(tmp_path: Path) -> None:
 
 def test_command_line() -> None:
     args = app.parse_args(["--checkpoint", "a", "--checkpoint", "b", "--port", "7000", "--device", "cpu"])
-    assert args.checkpoint == [Path("a"), Path("b")] and args.port == 7000 and args.device == "cpu"
+    assert args.checkpoint == ["a", "b"] and args.port == 7000 and args.device == "cpu"
     assert not args.share and args.host is None  # gradio's default: $GRADIO_SERVER_NAME (set on Spaces) or loopback
     with pytest.raises(SystemExit, match="no checkpoint"):
         app.main(["--checkpoint", str(ROOT / "tests")])

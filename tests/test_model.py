@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from glance_focus.model import GlanceFocus
+from glance_focus.transformer import FocusMemory
 from tests.tiny import random_inputs, tiny_config
 
 
@@ -177,3 +178,101 @@ def test_dropout_makes_training_mode_stochastic_and_eval_deterministic() -> None
     assert torch.equal(
         model(feats, None, text, padding).focus.answer_logits, model(feats, None, text, padding).focus.answer_logits
     )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"reference": True},
+        {"compat_answer_from_first_layer": True},
+        {"share_mla_attention": False, "num_decoder_layers": 3},
+        {"task": "open_ended", "answer_vocab_size": 11},
+    ],
+    ids=["corrected", "reference", "first-layer-answer", "separate-mla-3-layers", "open-ended"],
+)
+def test_focus_without_attention_maps_gives_the_same_answers(changes: dict) -> None:
+    """The answer-only focus path (fused attention, only the work the answer reads) changes nothing
+    but the missing maps, with padded frames and text, hidden frames and a subset of prompts."""
+    changes = dict(changes)
+    reference = changes.pop("reference", False)
+    torch.manual_seed(0)
+    config = tiny_config(**changes)
+    model = GlanceFocus(config.reference_compat() if reference else config).eval()
+    options = 1 if config.task == "open_ended" else 3
+    feats, text, padding = random_inputs(model.config, options=options)
+    frame_padding = torch.zeros(2, 9, dtype=torch.bool)
+    frame_padding[1, -2:] = True
+    hidden = torch.zeros(2, 9, dtype=torch.bool)
+    hidden[:, 2:4] = True
+    slots = torch.tensor([[0, 2, 3, 5], [1, 2, 4, 5]])
+    with torch.no_grad():
+        prompts, _ = model.sort_memory_prompts(model.glance(feats, frame_padding))
+        for kwargs in ({}, {"hidden_frames": hidden}, {"prompt_slots": slots}):
+            given = prompts[torch.arange(2)[:, None], slots] if "prompt_slots" in kwargs else prompts
+            full = model.focus(feats, frame_padding, given, text, padding, **kwargs)
+            lean = model.focus(feats, frame_padding, given, text, padding, need_attention=False, **kwargs)
+            torch.testing.assert_close(lean.answer_logits, full.answer_logits, atol=1e-5, rtol=1e-4)
+            assert lean.encoder_attention == () and lean.layers == ()
+            assert len(full.layers) == model.config.num_decoder_layers
+
+
+def test_decoder_answer_state_equals_the_full_decoders_qa_state_at_any_layer() -> None:
+    model = build(num_decoder_layers=3)
+    g = torch.Generator().manual_seed(1)
+    n, d, length = 4, model.config.d_model, 7
+
+    def states(count: int) -> torch.Tensor:
+        return torch.randn(n, count, d, generator=g)
+
+    text_bias = torch.zeros(n, length)
+    text_bias[0, -2:] = float("-inf")
+    frame_bias = torch.zeros(n, 9)
+    frame_bias[1, -3:] = float("-inf")
+    memory = FocusMemory(states(length), states(6), None, states(9), frame_bias, text_bias)
+    query_pos = model._query_pos(n)
+    with torch.no_grad():
+        full, _ = model.decoder.focus(query_pos, memory)
+        for layer in (0, 1, 2, -1):
+            answer = model.decoder.answer_state(query_pos, memory, layer)
+            torch.testing.assert_close(answer, full[layer, :, -1], atol=1e-5, rtol=1e-4)
+
+
+def test_encoder_output_rows_are_the_first_rows_of_the_full_encoding() -> None:
+    model = build()
+    x = torch.randn(3, 11, model.config.d_model, generator=torch.Generator().manual_seed(1))
+    bias = torch.zeros(3, 11)
+    bias[0, -3:] = float("-inf")
+    with torch.no_grad():
+        full, maps = model.encoder(x, bias)
+        first, no_maps = model.encoder(x, bias, need_attention=False, output_rows=7)
+    assert len(maps) == model.config.num_encoder_layers and no_maps == ()
+    torch.testing.assert_close(first, full[:, :7], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["corrected", "reference"])
+def test_several_prompt_sets_per_video_equal_repeating_the_video(reference: bool) -> None:
+    """``[B*R, Q', D]`` prompts answer each video R times; the same as passing R copies of it."""
+    torch.manual_seed(0)
+    model = GlanceFocus(tiny_config().reference_compat() if reference else tiny_config()).eval()
+    feats, text, padding = random_inputs(model.config)
+    frame_padding = torch.zeros(2, 9, dtype=torch.bool)
+    frame_padding[1, -3:] = True
+    hidden = torch.zeros(2, 9, dtype=torch.bool)
+    hidden[0, 4] = True
+    slots = torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5], [0, 2, 3, 4, 5]]).repeat(2, 1)  # R = 3 sets
+    with torch.no_grad():
+        prompts, _ = model.sort_memory_prompts(model.glance(feats, frame_padding))
+        given = prompts.repeat_interleave(3, 0)[torch.arange(6)[:, None], slots]  # (B*R, Q-1, D)
+        sets = model.focus(
+            feats, frame_padding, given, text, padding, prompt_slots=slots, hidden_frames=hidden, need_attention=False
+        )
+        feats3, frame_padding3, text3, padding3, hidden3 = (
+            x.repeat_interleave(3, 0) for x in (feats, frame_padding, text, padding, hidden)
+        )
+        copies = model.focus(feats3, frame_padding3, given, text3, padding3, prompt_slots=slots, hidden_frames=hidden3)
+    assert sets.answer_logits.shape == (6, 3)
+    torch.testing.assert_close(sets.answer_logits, copies.answer_logits, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(sets.answer_logits[0], sets.answer_logits[1], atol=1e-4)  # the sets differ
+    with pytest.raises(ValueError, match="prompt sets per video"):
+        model.focus(feats, None, prompts[:1], text, padding)

@@ -1,6 +1,9 @@
 """Evaluate a checkpoint on a dataset split.
 
     python train/evaluate.py --checkpoint assets/models/synthetic-sup --data DIR --split test --json
+    python train/evaluate.py --checkpoint hf://OWNER/REPO --data DIR --split val
+
+A Hub checkpoint is downloaded into the Hugging Face cache on first use (offline: the cached copy).
 
 Frame features come from the split's feature file made with the checkpoint's own frame encoder;
 when there is none they are extracted from the split's videos first (and cached under
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from glance_focus.checkpoint import load_checkpoint
+from glance_focus.checkpoint import load_checkpoint, resolve_checkpoint_path
 from glance_focus.data.registry import DATASETS, load_split
 from glance_focus.data.star import write_star_submission
 from glance_focus.evaluation import evaluate_checkpoint, prediction_to_json
@@ -28,7 +31,7 @@ from glance_focus.extraction import features_for_checkpoint
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory, or hf://OWNER/REPO[@REVISION][/SUBDIR]")
     p.add_argument("--data", required=True, type=Path, help="dataset root")
     p.add_argument("--dataset", choices=DATASETS, help="default: the one the checkpoint was trained on, else star")
     p.add_argument("--split", default="test")
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_checkpoint(args.checkpoint, device=device)
+    loaded = load_checkpoint(resolve_checkpoint_path(args.checkpoint), device=device)
     info = loaded.info
     dataset = args.dataset or info.metadata.get("dataset", "star")
     split = load_split(dataset, args.data, args.split)

@@ -47,10 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, help="output file (default for datasets: DATA/features/ENCODER/SPLIT.safetensors)"
     )
     parser.add_argument("--encoder", default="ViT-B-32:random-seed0", help="frame encoder ARCH:PRETRAINED")
-    parser.add_argument("--num-frames", type=int, default=32, help="frames sampled uniformly per video")
+    parser.add_argument(
+        "--num-frames", type=int, default=32, help="frames sampled uniformly per video (S3D: every 1-s clip instead)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
-    parser.add_argument("--batch-size", type=int, default=32, help="frames per encoder forward")
+    parser.add_argument("--batch-size", type=int, default=32, help="frames (S3D: clips) per encoder forward")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes")
     args = parser.parse_args(argv)
     if (args.videos is None) == (args.dataset is None):

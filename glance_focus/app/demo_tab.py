@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from glance_focus.app.answering import Answerer
 from glance_focus.app.examples import Example, examples_cache_folder, examples_cache_key, examples_cache_root
-from glance_focus.app.messages import model_summary, timings_markdown
+from glance_focus.app.messages import frame_control, model_summary, timings_markdown
 from glance_focus.app.models import Models
 from glance_focus.app.settings import EXAMPLES_PER_PAGE, FRAMES_RANGE, MAX_UPLOAD_BYTES, REPO_ROOT, VIDEO_LIMITS
 from glance_focus.app.uploads import uploaded_file_input
@@ -34,7 +34,8 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
     """The question-answering tab (call inside a ``gr.Tab``)."""
     answerer = Answerer(models)
     default = models.choices.get(models.default) if models.default else None
-    default_frames = default.info.num_frames if default else 32
+    default_control = frame_control(default.info if default else None)
+    default_frames = default_control["value"]
 
     def answer_fn(
         video_path: str | None,
@@ -56,7 +57,7 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
             probabilities,
             timeline_figure(prediction),
             attention_figure(prediction),
-            timings_markdown(prediction, models.device),
+            timings_markdown(prediction, models.device, clips=is_clip_model(model_name)),
             prediction.to_json(),
             evidence.sentence(),
             evidence_figure(evidence),
@@ -78,6 +79,10 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         """Answer again without the frames of ``[start_s, end_s]``: its probabilities, a sentence, the evidence."""
         evidence = answerer.evidence(model_name, video_path, question_text, options_text, frames, hide=(start_s, end_s))
         return hidden_probabilities(evidence), evidence.hidden_sentence() or "", evidence_figure(evidence)
+
+    def is_clip_model(name: str | None) -> bool:
+        choice = models.choices.get(name) if name else None
+        return choice is not None and choice.info.sampling.is_clips
 
     # Outputs are created first (unrendered) so that the examples, which need them, can sit under the inputs.
     answer = gr.Label(
@@ -132,14 +137,7 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
                     interactive=len(models.choices) > 1,
                     scale=2,
                 )
-                num_frames = gr.Slider(
-                    *FRAMES_RANGE,
-                    value=default_frames,
-                    step=1,
-                    label="Frames to sample",
-                    info="Default: what the model was trained with.",
-                    scale=2,
-                )
+                num_frames = gr.Slider(*FRAMES_RANGE, step=1, scale=2, elem_id="frames", **default_control)
             submit = gr.Button("Answer", variant="primary", elem_id="submit")
             inputs = [video, question, options, model, num_frames]
             if examples and default is not None:
@@ -202,7 +200,9 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
     gr.Markdown(
         "Same rows and time axis as the timeline. Left: where each memory prompt looked while glancing "
         "(its predicted span underlined). Right: which memory prompts each word of the question and answer "
-        "selected. Bottom: where the answer query looked.",
+        "selected (for a model imported from the reference code: which of the text's last positions, as the "
+        "rows' labels say). Bottom: where the answer query looked. Focus maps come from the decoder layer the "
+        "answer is read from.",
         elem_classes="figure-help",
     )
 
@@ -224,7 +224,8 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
     )
 
     def select_model(name: str | None) -> tuple[str, dict, dict, dict, str]:
-        """Describe the chosen model; set the options box and frames slider to suit it."""
+        """Describe the chosen model; set the options box and the frames control to suit it (a frame
+        count, or for a clip model the seconds of video it reads)."""
         choice = models.choices.get(name) if name else None
         if choice is None:
             return model_summary(None), gr.update(), gr.update(), gr.update(visible=False), ""
@@ -233,7 +234,7 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         return (
             model_summary(choice),
             options_update,
-            gr.update(value=choice.info.num_frames),
+            gr.update(**frame_control(choice.info)),
             gr.update(visible=choice.card is not None),
             choice.card or "",
         )

@@ -3,7 +3,10 @@ and the message for an unexpected failure."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from glance_focus.app.models import ModelChoice
+from glance_focus.checkpoint import CheckpointInfo
 from glance_focus.pipeline import Prediction
 
 UNEXPECTED_ERROR = "Something went wrong while answering; the error was logged. Please try again or another video."
@@ -34,7 +37,7 @@ SYNTHETIC_WORLD = (
     "disappears, changes colour, grows or shrinks, and background colour changes."
 )
 RANDOM_ENCODER = (
-    "Its frame encoder has seeded random weights (no pretrained CLIP is available offline), so it cannot "
+    "Its frame encoder has seeded random weights (no pretrained weights are available offline), so it cannot "
     "recognise real scenes."
 )
 MEANINGLESS = (
@@ -63,11 +66,27 @@ def model_summary(choice: ModelChoice | None) -> str:
     classes = ", ".join(info.event_classes) if info.event_classes else "not recorded"
     lines = [
         f"**{choice.name}**: {task}, {config.num_memory_prompts} memory prompts, trained with "
-        f"{info.num_frames} frames per video.",
+        f"{info.num_frames} {'one-second clips' if info.sampling.is_clips else 'frames'} per video.",
         f"- Frame encoder: `{info.frame_encoder}` · text encoder: `{info.text_encoder}`",
+        *([f"- Sampling: {info.sampling.describe(info.num_frames)}"] if info.sampling.is_clips else []),
         f"- Trained on: {trained}",
         f"- Event vocabulary ({len(info.event_classes)} classes + background): {classes}",
     ]
+    if config.compat_event_memory_slice:
+        lines.append(
+            f'- Reference-code layout: its "event memory" is the last {config.compat_event_memory_size} text positions '
+            "(often padding), so the attention figure's right panel shows those positions, not the memory prompts"
+            + (
+                "; the answer and its maps come from the first decoder layer"
+                if config.compat_answer_from_first_layer
+                else ""
+            )
+            + (
+                ". Its answers depend on padding: each question is padded on its own."
+                if config.compat_text_padding
+                else "."
+            )
+        )
     limits = [SYNTHETIC_WORLD] if choice.synthetic else []
     limits += [RANDOM_ENCODER] if "random-seed" in info.frame_encoder else []
     if limits:
@@ -77,8 +96,27 @@ def model_summary(choice: ModelChoice | None) -> str:
     return "\n".join(lines)
 
 
-def timings_markdown(prediction: Prediction, device: str) -> str:
-    """The timing breakdown and what was decoded (Markdown table)."""
+def frame_control(info: CheckpointInfo | None, default_frames: int = 32) -> dict[str, Any]:
+    """Label, help, value and interactivity of the frames control for a model: a frame count for
+    uniformly sampled models; for clip models (S3D) the seconds of video it reads, fixed."""
+    if info is not None and info.sampling.is_clips:
+        seconds = info.sampling.clips().clip_seconds * info.num_frames
+        return {
+            "label": "Seconds of video read, at most (one clip per second)",
+            "info": f"Fixed by the model: {info.sampling.describe(info.num_frames)}.",
+            "value": seconds,
+            "interactive": False,
+        }
+    return {
+        "label": "Frames to sample",
+        "info": "Default: what the model was trained with.",
+        "value": info.num_frames if info is not None else default_frames,
+        "interactive": True,
+    }
+
+
+def timings_markdown(prediction: Prediction, device: str, clips: bool = False) -> str:
+    """The timing breakdown and what was decoded (Markdown table); ``clips``: rows are video clips (S3D)."""
     t = prediction.timings
     n = len(prediction.attention.frame_times_s)
     skipped = "skipped (feature cache hit)" if t.feature_cache_hit else None
@@ -86,7 +124,10 @@ def timings_markdown(prediction: Prediction, device: str) -> str:
     steps += [
         ("video hash (feature cache key)", f"{t.hash:.3f}"),
         ("probe + decode", skipped or f"{t.probe_decode:.3f}"),
-        (f"image encoder ({n} frames)", skipped or f"{t.image_encoder:.3f}"),
+        (
+            f"video encoder ({n} one-second clips)" if clips else f"image encoder ({n} frames)",
+            skipped or f"{t.image_encoder:.3f}",
+        ),
         ("text encoder", f"{t.text_encoder:.3f}"),
         ("Glance-Focus model", f"{t.model:.3f}"),
         ("**total**", f"**{t.total:.3f}**"),
@@ -94,8 +135,9 @@ def timings_markdown(prediction: Prediction, device: str) -> str:
     lines = ["| step | seconds |", "|---|---:|", *(f"| {step} | {value} |" for step, value in steps), ""]
     if prediction.video is not None:
         v = prediction.video
+        sampled = f"{n} one-second clips read" if clips else f"{n} sampled"
         lines.append(
             f"Video: {v.duration_s:.1f} s, {v.width}×{v.height}, {v.fps:.1f} fps, {v.num_frames} frames; "
-            f"{n} sampled · device `{device}`"
+            f"{sampled} · device `{device}`"
         )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glance_focus.app.settings import FEATURE_CACHE_BYTES, VIDEO_LIMITS
-from glance_focus.checkpoint import CONFIG_NAME, CheckpointInfo, read_checkpoint_info
+from glance_focus.checkpoint import CONFIG_NAME, CheckpointInfo, hub_checkpoint_name, read_checkpoint_info
 from glance_focus.encoders import resolve_device
 from glance_focus.forksafe import ForkSafeLock
 from glance_focus.pipeline import Predictor
@@ -64,7 +64,8 @@ class Models:
         self.choices: dict[str, ModelChoice] = {}
         for path in find_checkpoints(paths):
             info = read_checkpoint_info(path)
-            name = path.name if path.name not in self.choices else f"{path.parent.name}/{path.name}"
+            name = hub_checkpoint_name(path) or path.name
+            name = name if name not in self.choices else f"{path.parent.name}/{path.name}"
             self.choices[name] = ModelChoice(name, path, info)
         self._predictors: dict[str, Predictor] = {}
         self._lock = ForkSafeLock()

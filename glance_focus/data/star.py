@@ -222,6 +222,11 @@ def read_event_labels(
     return class_names, _read_events_json(events_path, codes, len(class_names), layout, video_ids)
 
 
+def read_action_mapping(path: Path) -> list[str]:
+    """The event class names of an ``action_mapping.txt`` (index = line)."""
+    return _read_action_mapping(path, LAYOUT)[0]
+
+
 def _read_action_mapping(path: Path, layout: str) -> tuple[list[str], dict[str, int]]:
     """Read ``action_mapping.txt``: one ``"<code> <class name>"`` per line.
 
