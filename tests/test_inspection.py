@@ -21,6 +21,7 @@ from safetensors import safe_open
 
 from glance_focus import inspection
 from glance_focus.checkpoint import load_checkpoint
+from glance_focus.config import GlanceFocusConfig
 from glance_focus.inspection import (
     BUNDLED_NAME,
     InspectionError,
@@ -403,7 +404,8 @@ def test_example_detail_with_attention_maps(run: InspectionRun) -> None:
     tokens = len(maps.question_tokens)
     assert maps.frame_times_s.shape == (frames,) and 0 < maps.frame_times_s[0] < maps.frame_times_s[-1] < 20.0
     assert maps.prompt_to_frame.shape == (NUM_PROMPTS, frames)
-    assert maps.question_to_memory.shape == (tokens, NUM_PROMPTS)
+    # a reference-layout model's "event memory" is the reference's last positions of the encoded sequence
+    assert maps.question_to_memory.shape == (tokens, GlanceFocusConfig().compat_event_memory_size)
     assert maps.events_to_frames.shape == (tokens, frames)
     assert maps.answer_to_frames.shape == (frames,)
     short = example_detail(run, "Sequence_T2_1")  # 4OKDR: 5 feature frames, fewer than 8
