@@ -244,9 +244,9 @@ def test_predictor_evidence_agrees_with_the_model_run_by_hand(predictor: Predict
     prediction = predictor.predict_features(features, QUESTION, OPTIONS, duration_s=duration)
     assert evidence.answer == prediction.answer
     np.testing.assert_allclose(evidence.probabilities, prediction.probabilities, atol=1e-6)
-    assert [(p.slot, p.label, p.start_s, p.end_s) for p in evidence.prompts] == [
-        (e.slot, e.label, e.start_s, e.end_s) for e in prediction.events
-    ]
+    assert [(p.slot, p.label) for p in evidence.prompts] == [(e.slot, e.label) for e in prediction.events]
+    spans = [(p.start_s, p.end_s) for p in evidence.prompts]
+    np.testing.assert_allclose(spans, [(e.start_s, e.end_s) for e in prediction.events], atol=1e-5)  # thread counts differ
 
     model = predictor.model
     text, padding = predictor.text.encode([question_sequences(QUESTION, OPTIONS)])
