@@ -3,7 +3,9 @@
 A clip is a whole video, or a window of one (STAR: each question's window, keyed by question id);
 a window's frames are sampled from its own frame range, decoded frame-accurately.
 
-Decoding runs in DataLoader worker processes while the main process encodes, so the two overlap.
+Decoding runs in DataLoader worker processes that stay ahead of the encoder (a bounded queue of
+decoded videos) while the main process encodes, so the two overlap. On the CPU the decoders get one
+thread each and the encoder one single-threaded lane per core (see :mod:`glance_focus.overlap`).
 Each finished video is written at once (atomically) to a ``.parts`` folder beside the output, so an
 interrupted run resumes without redoing finished videos; the final file is assembled from the parts
 at the end. Under ``torchrun`` each process takes every ``world``-th video and rank 0 assembles.
@@ -15,7 +17,9 @@ import hashlib
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from glance_focus.checkpoint import CheckpointInfo
 from glance_focus.data.features import FeatureStore, write_features
 from glance_focus.data.types import DatasetSplit, atomic_path
 from glance_focus.encoders import EncoderUnavailableError, FrameEncoder, load_frame_encoder
+from glance_focus.overlap import cpu_cores, decoder_threads_for, encode_single_threaded
 from glance_focus.sampling import FrameSampling
 from glance_focus.video import ClipSampling, VideoError, VideoLimits, sample_clips, sample_frames
 
@@ -96,7 +101,8 @@ class _DecodeDataset(Dataset):
     """Decodes one clip per item in a DataLoader worker: (clip id, frames uint8 [N,H,W,3] or error).
 
     ``clips``: decode every clip of the video (or window) instead, for clip encoders (S3D);
-    ``num_frames`` then does not apply.
+    ``num_frames`` then does not apply. ``decoder_threads``: FFmpeg threads for uniform frames (0:
+    every core); clip sampling keeps FFmpeg's choice.
     """
 
     def __init__(
@@ -106,12 +112,14 @@ class _DecodeDataset(Dataset):
         limits: VideoLimits,
         windows: Mapping[str, tuple[float, float]] | None = None,
         clips: ClipSampling | None = None,
+        decoder_threads: int = 0,
     ) -> None:
         self.items = items
         self.num_frames = num_frames
         self.limits = limits
         self.windows = dict(windows or {})
         self.clips = clips
+        self.decoder_threads = decoder_threads
 
     def __len__(self) -> int:
         return len(self.items)
@@ -130,6 +138,7 @@ class _DecodeDataset(Dataset):
                     limits=self.limits,
                     size=DECODE_SHORT_SIDE,
                     window_s=self.windows.get(video_id),
+                    decoder_threads=self.decoder_threads,
                     in_process=True,
                 )
         except VideoError as exc:
@@ -182,7 +191,14 @@ def extract_features(
     limits = limits or VideoLimits(max_frames_to_sample=max(num_frames, 1))
     sampling = FrameSampling.for_encoder(str(encoder.spec))
     loader = DataLoader(
-        _DecodeDataset(todo, num_frames, limits, windows, sampling.clips() if sampling.is_clips else None),
+        _DecodeDataset(
+            todo,
+            num_frames,
+            limits,
+            windows,
+            sampling.clips() if sampling.is_clips else None,
+            decoder_threads_for(encoder) if workers else 0,
+        ),
         batch_size=1,
         collate_fn=_first,
         num_workers=workers,
@@ -193,17 +209,37 @@ def extract_features(
     encoded_frames = 0
     started = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"extract[{rank}]", disable=not progress, dynamic_ncols=True)
-    for video_id, frames, error in loader:
-        if frames is None:
+    # One single-threaded encoder lane per core on the CPU (see glance_focus.overlap), one on a GPU;
+    # videos are finished (written, reported) in order, at most one more than the lanes in flight.
+    lanes = cpu_cores() if encoder.device.type == "cpu" else 1
+    pending: deque[tuple[str, Future[torch.Tensor] | None, str | None]] = deque()
+
+    def finish() -> None:
+        nonlocal encoded_frames
+        video_id, encoding, error = pending.popleft()
+        if encoding is None:
             failed[video_id] = error or "decode failed"
         else:
-            features = encoder.encode(frames)
+            features = encoding.result()
             with atomic_path(_part_path(parts, video_id)) as tmp:
                 save_file({"features": features.contiguous()}, str(tmp), metadata={"video_id": video_id})
-            encoded_frames += len(frames)
+            encoded_frames += len(features)
         bar.update(1)
         if on_video is not None:
             on_video(video_id)
+
+    def encode(frames: torch.Tensor) -> torch.Tensor:
+        return encode_single_threaded(encoder, frames) if lanes > 1 else encoder.encode(frames)
+
+    decoded = iter(loader)  # starts the decoding workers before any encoder thread exists
+    with ThreadPoolExecutor(lanes, thread_name_prefix="extract-encode") as lane_pool:
+        for video_id, frames, error in decoded:
+            encoding = None if frames is None else lane_pool.submit(encode, frames)
+            pending.append((video_id, encoding, error))
+            while len(pending) > lanes:
+                finish()
+        while pending:
+            finish()
     bar.close()
     seconds = time.perf_counter() - started
     if failed:

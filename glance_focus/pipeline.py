@@ -3,6 +3,13 @@ about video files (or precomputed features) with plain results: the answer, per-
 probabilities, one event per memory prompt, the attention maps aligned to frame timestamps and
 a timing breakdown. No UI code here.
 
+A new video's frames are encoded while the decoding worker is still producing the later ones
+(``prepare(..., encode_while_decoding=True)``, what :meth:`Predictor.predict` does, through
+:func:`~glance_focus.overlap.encode_stream`); on ZeroGPU the frames are decoded first and encoded in
+the GPU function (:meth:`Predictor.answer_prepared`). Each timing covers its own step only:
+one-time costs (building an encoder, first calls) are paid by :meth:`Predictor.warm_up` or, without
+it, shown as ``start_up``.
+
 On an accelerator, a request that runs out of its memory (``torch.OutOfMemoryError``) is answered
 again on the CPU by a second copy of the model and encoders, built on first need, so a busy GPU
 slows a request down instead of failing it.
@@ -10,6 +17,7 @@ slows a request down instead of failing it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -33,14 +41,16 @@ from glance_focus.evidence import (
 from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.feature_cache import FeatureCache, FeatureKey
 from glance_focus.forksafe import ForkSafeLock
+from glance_focus.overlap import BATCH_WHILE_DECODING, encode_cost_for, encode_stream, intra_op_threads
 from glance_focus.spans import spans_to_se
 from glance_focus.text_features import TextFeatureCache, TextTooLongError, question_sequences
 from glance_focus.video import (
     DEFAULT_LIMITS,
-    SampledFrames,
     VideoLimits,
+    default_pool,
     sample_clips,
     sample_frames,
+    stream_frames,
     video_content_hash,
 )
 
@@ -122,7 +132,13 @@ class VideoSummary:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent in each step (0 for steps a cache hit skipped)."""
+    """Seconds spent in each step (0 for steps a cache hit skipped).
+
+    ``probe_decode`` (the decoder's own time) and ``image_encoder`` (the encoder's computing time)
+    overlap when frames are encoded while decoding continues, so they may add up to more than
+    ``total``. ``start_up`` is one-time work this request paid for (building an encoder) because
+    the predictor was not warmed up; no other step includes it.
+    """
 
     hash: float = 0.0
     probe_decode: float = 0.0
@@ -131,6 +147,7 @@ class Timings:
     model: float = 0.0
     total: float = 0.0
     feature_cache_hit: bool = False
+    start_up: float = 0.0
 
     def as_dict(self) -> dict[str, float | bool]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -188,7 +205,8 @@ class PreparedVideo:
     frames: np.ndarray | None
     """``[T, H, W, 3]`` uint8 decoded frames; None when the features came from the cache."""
     features: torch.Tensor | None
-    """``[T, F]`` float32 cached features; None when the frames still need encoding."""
+    """``[T, F]`` float32 features, cached or encoded while decoding; None when the frames still
+    need encoding."""
     thumbnails: np.ndarray | None = field(default=None, repr=False)
     summary: VideoSummary | None = None
     timings: Timings = Timings()
@@ -275,6 +293,7 @@ class Predictor:
         self._cache_dir = cache_dir
         self._cache_bytes = cache_bytes
         self._cpu_fallback: Predictor | None = None
+        self._first_calls_done = False
         self._fallback_lock = ForkSafeLock()
 
     # ------------------------------------------------------------------ encoders (lazy)
@@ -327,9 +346,38 @@ class Predictor:
             torch.cuda.empty_cache()
         return self.cpu_fallback
 
-    def warm_up(self) -> None:
-        """Build both encoders now (the first question would otherwise pay for it)."""
-        _ = self.frame_encoder, self.text
+    def warm_up(self, first_calls: bool = False) -> None:
+        """Pay the one-time costs now rather than in the first request: build both encoders and
+        start the video workers (cheap once done) and, with ``first_calls``, once, run the image
+        encoder at the batch sizes requests use (a clip model's on one clip), the text encoder and the
+        model (not on ZeroGPU, whose device exists only inside a request)."""
+        default_pool()
+        encoder = self.frame_encoder
+        _ = self.text
+        if not first_calls or self._first_calls_done:
+            return
+        if self.info.sampling.is_clips:  # one clip, as clip sampling decodes it (a clip model's forward is slow)
+            clips = self.info.sampling.clips()
+            encoder.encode(np.zeros((clips.clip_frames, clips.crop, clips.crop, 3), dtype=np.uint8))
+        else:
+            height, width = DECODE_SHORT_SIDE, DECODE_SHORT_SIDE * 16 // 9
+            frames = np.zeros((encoder.batch_size, height, width, 3), dtype=np.uint8)
+            for size in {1, BATCH_WHILE_DECODING, encoder.batch_size}:
+                encoder.encode(frames[:size])
+        features = torch.zeros(self.info.num_frames, self.model.config.feature_dim)
+        options = None if self.task == "open_ended" else ["yes", "no"]
+        self._predict_features(features, "What happens?", options, duration_s=1.0, frame_times_s=None, top_k=1)
+        self._first_calls_done = True
+
+    def _start_up(self, *, frame: bool = False, text: bool = False) -> float:
+        """Build the named encoders if they are not yet (seconds it took: a one-time cost)."""
+        started = time.perf_counter()
+        built = False
+        if frame and self._frame_encoder is None:
+            _, built = self.frame_encoder, True
+        if text and self._text is None:
+            _, built = self.text, True
+        return time.perf_counter() - started if built else 0.0
 
     # ------------------------------------------------------------------ video -> features
     # A question about a video file is answered in three steps, so that a server can run each
@@ -343,7 +391,13 @@ class Predictor:
         """:func:`check_question` for this model's task (cheap: call it before decoding anything)."""
         return check_question(question, options, self.task)
 
-    def prepare(self, video: str | Path, num_frames: int | None = None) -> PreparedVideo:
+    def _cache_key(self, video: str | Path, sampling_key: str) -> FeatureKey:
+        encoder = self.frame_encoder
+        return FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, sampling_key)
+
+    def prepare(
+        self, video: str | Path, num_frames: int | None = None, *, encode_while_decoding: bool = False
+    ) -> PreparedVideo:
         """Everything about ``video`` that needs no accelerator: :class:`~glance_focus.video.VideoError`
         for a file that is not a usable video. Decodes nothing on a feature-cache hit.
 
@@ -351,20 +405,21 @@ class Predictor:
         (default: the checkpoint's) uniform frames, or for a clip model (S3D) every frame of its clips,
         at most the checkpoint's row count of clips (``num_frames`` does not apply); the timestamps and
         thumbnails are then one per clip, at its centre.
+
+        ``encode_while_decoding``: also encode the frames (features, no frames, in the result); only
+        where this process may use the encoder's device (not on ZeroGPU). Uniform frames are encoded
+        each while the later ones are still being decoded (:func:`~glance_focus.overlap.encode_stream`);
+        clip sampling is not streamed, so a clip model's frames are decoded first and then encoded.
         """
         clips = self.info.sampling.clips(self.info.num_frames) if self.info.sampling.is_clips else None
         num_frames = num_frames or self.info.num_frames
-        sampling_key = f"clips{clips.fps:g}x{clips.clip_frames}c{clips.crop}max{clips.max_clips}" if clips else ""
+        if clips is not None:
+            sampling_key = f"clips{clips.fps:g}x{clips.clip_frames}c{clips.crop}max{clips.max_clips}"
+        else:
+            sampling_key = f"uniform{num_frames}"
+        start_up = self._start_up(frame=True)
         t0 = time.perf_counter()
-        key = None
-        if self.feature_cache is not None:
-            encoder = self.frame_encoder
-            key = FeatureKey(
-                video_content_hash(video),
-                str(encoder.spec),
-                encoder.fingerprint,
-                sampling_key or f"uniform{num_frames}",
-            )
+        key = self._cache_key(video, sampling_key) if self.feature_cache is not None else None
         t_hash = time.perf_counter() - t0
         if key is not None and self.feature_cache is not None:
             hit = self.feature_cache.get(key)
@@ -375,28 +430,51 @@ class Predictor:
                     features=hit.features,
                     thumbnails=hit.thumbnails.numpy() if hit.thumbnails is not None else None,
                     summary=VideoSummary(**hit.info["video"]) if "video" in hit.info else None,
-                    timings=Timings(hash=t_hash, feature_cache_hit=True, total=time.perf_counter() - t0),
+                    timings=Timings(
+                        hash=t_hash, feature_cache_hit=True, total=time.perf_counter() - t0, start_up=start_up
+                    ),
                     cache_key=key,
                 )
         t1 = time.perf_counter()
-        sampled: SampledFrames
+        features, t_encode = None, 0.0
         if clips is not None:
             sampled = sample_clips(video, clips, limits=self.video_limits)
-            row_frames = sampled.frames[clips.clip_frames // 2 :: clips.clip_frames]  # each clip's middle frame
+            frames, info = sampled.frames, sampled.info
+            row_frames = frames[clips.clip_frames // 2 :: clips.clip_frames]  # each clip's middle frame
             row_times = sampled.timestamps_s[:: clips.clip_frames] + clips.clip_seconds / 2
+            t_decode = time.perf_counter() - t1
+            if encode_while_decoding:  # decoded whole, then encoded (clip sampling has no stream)
+                features = self.frame_encoder.encode(frames)
+                t_encode = time.perf_counter() - t1 - t_decode
+        elif encode_while_decoding:
+            encoder = self.frame_encoder
+            stream = stream_frames(
+                video,
+                num_frames=num_frames,
+                limits=self.video_limits,
+                size=DECODE_SHORT_SIDE,
+                encode_cost=encode_cost_for(encoder),  # on the CPU: decoder threads by the work (overlap)
+            )
+            features, t_encode = encode_stream(encoder, stream)
+            frames, row_times, info = stream.frames, stream.timestamps_s, stream.info
+            row_frames = frames
+            t_decode = stream.decode_seconds or 0.0
         else:
             sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
-            row_frames, row_times = sampled.frames, sampled.timestamps_s
-        info = sampled.info
+            frames, row_times, info = sampled.frames, sampled.timestamps_s, sampled.info
+            row_frames = frames
+            t_decode = time.perf_counter() - t1
         thumbnails = _thumbnails(row_frames)
         t2 = time.perf_counter()
         return PreparedVideo(
             timestamps_s=np.asarray(row_times, dtype=np.float64),
-            frames=sampled.frames,
-            features=None,
+            frames=frames if features is None else None,
+            features=features,
             thumbnails=thumbnails,
             summary=VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames),
-            timings=Timings(hash=t_hash, probe_decode=t2 - t1, total=t2 - t0),
+            timings=Timings(
+                hash=t_hash, probe_decode=t_decode, image_encoder=t_encode, total=t2 - t0, start_up=start_up
+            ),
             cache_key=key,
         )
 
@@ -411,7 +489,7 @@ class Predictor:
     def remember(self, prepared: PreparedVideo, features: torch.Tensor | None) -> None:
         """Put the new frame features ``[T, F]`` of ``prepared`` in the feature cache (nothing when
         they came from it, or there is none)."""
-        if self.feature_cache is None or prepared.cache_key is None or prepared.features is not None:
+        if self.feature_cache is None or prepared.cache_key is None or prepared.timings.feature_cache_hit:
             return
         if features is None:
             return
@@ -428,13 +506,11 @@ class Predictor:
 
     def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
         """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file,
-        taken from the feature cache or computed and put there."""
-        prepared = self.prepare(video, num_frames)
-        t0 = time.perf_counter()
-        features = self.encode_prepared(prepared)
-        timings = replace(prepared.timings, image_encoder=0.0 if prepared.frames is None else time.perf_counter() - t0)
+        taken from the feature cache or computed (encoded while decoding) and put there."""
+        prepared = self.prepare(video, num_frames, encode_while_decoding=True)
+        features = self.encode_prepared(prepared)  # the cached or just-encoded ones
         self.remember(prepared, features)
-        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, timings
+        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, prepared.timings
 
     # ------------------------------------------------------------------ prediction
     def predict(
@@ -445,7 +521,10 @@ class Predictor:
         Runs on the CPU copy (:attr:`cpu_fallback`) when the accelerator runs out of memory.
         """
         question, options = self.check_question(question, options)
-        prepared = self.prepare(video, num_frames)
+        try:
+            prepared = self.prepare(video, num_frames, encode_while_decoding=True)
+        except torch.OutOfMemoryError as error:  # the image encoder, while decoding
+            return self._out_of_memory(error).predict(video, question, options, num_frames)
         prediction = self.answer_prepared(prepared, question, options)
         self.remember(prepared, prediction.features)
         return prediction
@@ -476,9 +555,10 @@ class Predictor:
         )
         timings = replace(
             prepared.timings,
-            image_encoder=0.0 if prepared.frames is None else encoded - started,
+            image_encoder=prepared.timings.image_encoder if prepared.frames is None else encoded - started,
             text_encoder=result.timings.text_encoder,
             model=result.timings.model,
+            start_up=prepared.timings.start_up + result.timings.start_up,
             total=prepared.timings.total + time.perf_counter() - started,
         )
         return replace(
@@ -521,6 +601,7 @@ class Predictor:
         top_k: int,
     ) -> Prediction:
         question, options = check_question(question, options, self.task)
+        start_up = self._start_up(text=True)
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
             raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
@@ -536,16 +617,23 @@ class Predictor:
         num_frames = features.shape[0] if frame_padding is None else int((~frame_padding).sum())
         if frame_times_s is None:
             frame_times_s = (np.arange(num_frames) + 0.5) / num_frames * duration_s
+        # One video's question is tens of tokens and the model a few small layers: on the CPU a
+        # second thread only adds synchronisation (measured: 14 ms on one thread, 30 ms on two).
+        single = intra_op_threads(1) if self.device.type == "cpu" else contextlib.nullcontext()
         t0 = time.perf_counter()
         sequences = question_sequences(question, options)
-        try:  # one question per padded batch: what a reference-compatible model's answer depends on
-            text_hidden, text_padding = self.text.encode([sequences])
-        except TextTooLongError as error:
-            raise InputError(str(error)) from error
-        t1 = time.perf_counter()
-        out = self.model(
-            features[None].to(self.device), frame_padding, text_hidden.to(self.device), text_padding.to(self.device)
-        )
+        with single:
+            try:  # one question per padded batch: what a reference-compatible model's answer depends on
+                text_hidden, text_padding = self.text.encode([sequences])
+            except TextTooLongError as error:
+                raise InputError(str(error)) from error
+            t1 = time.perf_counter()
+            out = self.model(
+                features[None].to(self.device),
+                frame_padding,
+                text_hidden.to(self.device),
+                text_padding.to(self.device),
+            )
         t2 = time.perf_counter()
         probs = out.focus.answer_logits[0].float().softmax(-1).cpu()
         if options:
@@ -579,7 +667,7 @@ class Predictor:
             padding_share=_mean_share(glance_and_answer, num_frames, features.shape[0]) if padding_rows else 0.0,
             question_memory_keys=keys,
         )
-        timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0)
+        timings = Timings(text_encoder=t1 - t0, model=t2 - t1, total=t2 - t0 + start_up, start_up=start_up)
         return Prediction(answer, answer_index, shown, shown_probs, events, attention, timings)
 
     def _events(

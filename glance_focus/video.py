@@ -23,6 +23,13 @@ by index, so a window's first frame is exact (not the keyframe before it, as wit
 Clip sampling (:func:`sample_clips`, for clip encoders such as S3D) instead resamples the video
 (or a window of it) to a fixed rate the way FFmpeg's ``fps`` filter does, and cuts it into
 non-overlapping clips.
+
+Frames can also be consumed while they are decoded (:func:`stream_frames`, a
+:class:`FrameStream`): the worker writes each frame into a shared file and reports it, so a caller
+encodes the first frames while the later ones are still being decoded. :func:`sample_frames` is the
+same decoding, returned whole. Two decoding orders give identical frames; the cheaper one for a
+video is chosen from its keyframe positions (:func:`choose_decode_strategy`). Clip sampling is
+decoded whole (:func:`sample_clips` has no stream).
 """
 
 from __future__ import annotations
@@ -45,14 +52,14 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 _MB = 10**6
-_DECODE_CHUNK_BYTES = 64 * 1024**2  # frames are decoded in batches of about this size
+_DECODE_CHUNK_BYTES = 64 * 1024**2  # clip frames are decoded in batches of about this size
 _DECODER_HEADROOM_BYTES = 1024**3  # address space for codec threads and buffers, beyond the frames
 _WORKER_START_TIMEOUT_S = 60.0
 _WORKER_BOOT = (
@@ -263,6 +270,14 @@ class ClipSampling:
         return self.clip_frames / self.fps
 
 
+DecodeStrategy = Literal["auto", "seek", "sequential"]
+
+SEEK_COST_FRAMES = 6
+"""What one seek costs, in frames decoded: decord's accurate seek rewinds, seeks to the keyframe,
+restarts its decoder thread and checks where it landed. Measured on 640x360 H.264 (2-core x86,
+one decoder thread): ~6 frames' decoding time; it decides :func:`choose_decode_strategy`."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Public functions.
 
@@ -282,6 +297,54 @@ def uniform_indices(num_video_frames: int, num_samples: int) -> np.ndarray:
         raise ValueError(f"need at least one frame and one sample, got {num_video_frames}, {num_samples}")
     j = np.arange(num_samples, dtype=np.int64)
     return ((2 * j + 1) * num_video_frames) // (2 * num_samples)
+
+
+def decode_costs(key_indices: np.ndarray, indices: np.ndarray) -> dict[str, float]:
+    """Estimated cost, in frames decoded, of reading the frames ``indices`` (increasing) of a video
+    whose keyframes are ``key_indices`` (increasing, from the container index) in each order:
+
+    - ``seek``: per sample, jump to its keyframe when it lies in a later group of pictures
+      (GOP) than the previous sample (``SEEK_COST_FRAMES`` plus the frames from that keyframe),
+      else decode on from the previous sample;
+    - ``sequential``: one forward pass that never seeks, decoding every frame up to the last sample.
+
+    Seeking wins when samples lie several GOPs apart; a sequential pass wins when they are dense
+    relative to the GOP (each jump would skip only a few frames).
+
+    >>> decode_costs(np.array([0, 100, 200]), np.array([50, 150, 250]))
+    {'seek': 165.0, 'sequential': 251.0}
+    """
+    keys = np.asarray(key_indices, dtype=np.int64)
+    targets = np.asarray(indices, dtype=np.int64)
+    if len(keys) == 0 or keys[0] != 0:
+        keys = np.concatenate([[0], keys])
+    gop = np.searchsorted(keys, targets, side="right") - 1  # GOP of each sample
+    seek, position, position_gop = 0.0, 0, 0  # position: the next frame the reader returns
+    for target, target_gop in zip(targets.tolist(), gop.tolist(), strict=True):
+        if target_gop > position_gop or target < position:
+            seek += SEEK_COST_FRAMES + target - keys[target_gop] + 1
+        else:
+            seek += target - position + 1
+        position, position_gop = target + 1, target_gop
+    return {"seek": float(seek), "sequential": float(targets[-1] + 1 if len(targets) else 0)}
+
+
+def choose_decode_strategy(key_indices: np.ndarray, indices: np.ndarray) -> Literal["seek", "sequential"]:
+    """The cheaper decoding order for ``indices`` by :func:`decode_costs` (ties: ``seek``)."""
+    costs = decode_costs(key_indices, indices)
+    return "sequential" if costs["sequential"] < costs["seek"] else "seek"
+
+
+def decoder_threads_beside_encoder(decode_frames: float, megapixels: float, samples: int, encode_cost: float) -> int:
+    """Decoder threads for a decode that runs beside a CPU encoder: 1 while decoding is the smaller
+    job (the encoder keeps the other cores), 0 (every core) when decoding ``decode_frames`` frames of
+    ``megapixels`` costs more than encoding the ``samples`` frames, each ``encode_cost`` frames of
+    one megapixel decoded on one thread (a high-resolution video, a light encoder).
+
+    >>> decoder_threads_beside_encoder(1800, 0.23, 32, 35.0), decoder_threads_beside_encoder(1800, 0.92, 32, 35.0)
+    (1, 0)
+    """
+    return 1 if decode_frames * megapixels <= samples * encode_cost else 0
 
 
 def probe_video(
@@ -309,6 +372,8 @@ def sample_frames(
     size: int | None = None,
     *,
     window_s: tuple[float, float] | None = None,
+    strategy: DecodeStrategy = "auto",
+    decoder_threads: int = 0,
     in_process: bool = False,
     pool: VideoWorkerPool | None = None,
 ) -> SampledFrames:
@@ -325,6 +390,9 @@ def sample_frames(
             bounds memory; None keeps the original size.
         window_s: sample only the frames starting in ``[start, end)`` seconds from the first
             frame (a clip of the video; ``fps`` then counts the window's length); None: all.
+        strategy: decoding order, ``"seek"``, ``"sequential"`` or ``"auto"`` (the cheaper for
+            this video by :func:`choose_decode_strategy`); the frames are the same.
+        decoder_threads: FFmpeg decoder threads; 0 lets FFmpeg use every core.
         in_process: decode in this process (trusted batch jobs) instead of a worker.
         pool: the workers to use; default :func:`default_pool`.
 
@@ -332,10 +400,170 @@ def sample_frames(
     Raises a :class:`VideoError` subclass for a video that fails a check or does not decode,
     or whose window holds no frame.
     """
-    _check_arguments(num_frames, fps, size, limits, window_s)
+    _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads, window_s)
     if in_process:
-        return _sample_local(os.fspath(path), num_frames, fps, limits, size, _allocate_in_memory, _no_log, window_s)
-    return (pool or default_pool()).sample(path, num_frames, fps, limits, size, window_s=window_s)
+        return _sample_local(
+            os.fspath(path),
+            num_frames,
+            fps,
+            limits,
+            size,
+            _allocate_in_memory,
+            _no_log,
+            strategy,
+            decoder_threads,
+            window_s,
+        )
+    return (pool or default_pool()).sample(
+        path, num_frames, fps, limits, size, strategy, decoder_threads, window_s=window_s
+    )
+
+
+def stream_frames(
+    path: str | os.PathLike[str],
+    num_frames: int | None = None,
+    fps: float | None = None,
+    limits: VideoLimits = DEFAULT_LIMITS,
+    size: int | None = None,
+    *,
+    window_s: tuple[float, float] | None = None,
+    strategy: DecodeStrategy = "auto",
+    decoder_threads: int = 0,
+    encode_cost: float | None = None,
+    in_process: bool = False,
+    pool: VideoWorkerPool | None = None,
+) -> FrameStream:
+    """:func:`sample_frames`, but returning as soon as the video is probed: the frames arrive
+    through the :class:`FrameStream` while they are decoded (in a worker, unless ``in_process``,
+    where each frame is decoded when the stream is asked for it). Use the stream as a context
+    manager: leaving it early waits for the worker to finish (bounded by the time limit).
+
+    ``encode_cost``: the frames feed a CPU encoder costing this much per frame (in frames of one
+    megapixel decoded on one thread); the decoder threads are then chosen once the video is
+    probed (:func:`decoder_threads_beside_encoder`) instead of ``decoder_threads``.
+
+    Raises like :func:`sample_frames` for a video that fails a check; a video that fails part way
+    raises from the stream.
+    """
+    _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads, window_s)
+    if encode_cost is not None and not encode_cost > 0:
+        raise ValueError(f"encode_cost must be positive, got {encode_cost}")
+    if in_process:
+        try:
+            plan = _plan_sampling(
+                os.fspath(path),
+                num_frames,
+                fps,
+                limits,
+                size,
+                _no_log,
+                strategy,
+                decoder_threads,
+                encode_cost,
+                window_s,
+            )
+        except _Unseekable as unseekable:
+            return FrameStream(_LocalFrames.decoded(unseekable.sample(_allocate_in_memory)))
+        return FrameStream(_LocalFrames.planned(plan))
+    return (pool or default_pool()).stream(
+        path, num_frames, fps, limits, size, strategy, decoder_threads, encode_cost, window_s=window_s
+    )
+
+
+class FrameStream:
+    """The sampled frames of one video, filled in while a decoder produces them.
+
+    ``info``, ``indices`` ``[N]``, ``timestamps_s`` ``[N]``, ``strategy`` and ``decoder_threads``
+    are known from the start; ``frames`` ``[N, H, W, 3]`` uint8 holds valid frames in ``[0, decoded)``, and
+    :meth:`poll` takes in the ones decoded since; :meth:`result` waits for all.
+    """
+
+    def __init__(self, source: _WorkerFrames | _LocalFrames) -> None:
+        self._source = source
+        header = source.header
+        self.info = VideoInfo(**header["info"])
+        self.indices = np.asarray(header["indices"], dtype=np.int64)
+        self.timestamps_s = np.asarray(header["timestamps_s"], dtype=np.float64)
+        self.strategy: str = header["strategy"]
+        self.decoder_threads: int = header["threads"]
+        self.frames = np.empty(tuple(header["shape"]), dtype=np.uint8)
+        self.decoded = 0
+        # A stream dropped without close() must still give its worker back to the pool.
+        self._release = weakref.finalize(self, source.close)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def done(self) -> bool:
+        """Whether every frame has been decoded."""
+        return self.decoded == len(self)
+
+    @property
+    def decode_seconds(self) -> float | None:
+        """The decoder's own time for probe and decode, seconds (known once done)."""
+        return self._source.decode_seconds
+
+    def poll(self, block: bool = False) -> int:
+        """Take in the frames decoded so far (``block``: wait for at least one more unless done);
+        returns :attr:`decoded`."""
+        if not self.done:
+            self.decoded = self._source.advance(self.frames, self.decoded, block)
+        return self.decoded
+
+    def result(self) -> SampledFrames:
+        """Wait for every frame; the whole sample."""
+        while not self.done:
+            self.poll(block=True)
+        self.close()
+        return SampledFrames(self.frames, self.timestamps_s, self.indices, self.info)
+
+    def close(self) -> None:
+        """Release the decoder (waits for a worker still decoding; idempotent)."""
+        self._release()
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _LocalFrames:
+    """A stream decoded in this process, one frame each time it is asked for more (or, for a video
+    read front to back, all of them at once)."""
+
+    def __init__(self, header: dict[str, Any], decode: Callable[[np.ndarray], Iterator[int]]) -> None:
+        self.header = header
+        self.decode = decode
+        self.decode_seconds: float | None = None
+        self._started = time.perf_counter()
+        self._frames: Iterator[int] | None = None
+
+    @classmethod
+    def planned(cls, plan: _Plan) -> _LocalFrames:
+        return cls(plan.header(), lambda frames: _decode_into(plan, frames))
+
+    @classmethod
+    def decoded(cls, sampled: SampledFrames) -> _LocalFrames:
+        def copy(frames: np.ndarray) -> Iterator[int]:
+            frames[:] = sampled.frames
+            yield len(frames)
+
+        return cls(_header(sampled.info, sampled.indices, sampled.timestamps_s, sampled.frames.shape), copy)
+
+    def advance(self, frames: np.ndarray, decoded: int, block: bool) -> int:
+        if not block:
+            return decoded
+        if self._frames is None:
+            self._frames = self.decode(frames)
+        done = next(self._frames)
+        if done == len(frames):
+            self.decode_seconds = time.perf_counter() - self._started
+        return done
+
+    def close(self) -> None:
+        self._frames = None
 
 
 def sample_clips(
@@ -499,11 +727,58 @@ class VideoWorkerPool:
         fps: float | None = None,
         limits: VideoLimits = DEFAULT_LIMITS,
         size: int | None = None,
+        strategy: DecodeStrategy = "auto",
+        decoder_threads: int = 0,
         *,
         window_s: tuple[float, float] | None = None,
     ) -> SampledFrames:
         """:func:`sample_frames` in a worker."""
-        _check_arguments(num_frames, fps, size, limits, window_s)
+        request, path = self._sample_request(
+            path, num_frames, fps, limits, size, strategy, decoder_threads, window_s, False
+        )
+        return self._frames(request, path, limits)
+
+    def stream(
+        self,
+        path: str | os.PathLike[str],
+        num_frames: int | None = None,
+        fps: float | None = None,
+        limits: VideoLimits = DEFAULT_LIMITS,
+        size: int | None = None,
+        strategy: DecodeStrategy = "auto",
+        decoder_threads: int = 0,
+        encode_cost: float | None = None,
+        *,
+        window_s: tuple[float, float] | None = None,
+    ) -> FrameStream:
+        """:func:`stream_frames` in a worker; the worker stays busy until the stream is closed."""
+        request, path = self._sample_request(
+            path, num_frames, fps, limits, size, strategy, decoder_threads, window_s, True
+        )
+        request["encode_cost"] = encode_cost
+        worker = self._acquire()
+        try:
+            source = _WorkerFrames(worker, request, os.path.basename(path), limits, self._release)
+        except BaseException:
+            self._release(worker)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(request["out"])
+            raise
+        return FrameStream(source)
+
+    def _sample_request(
+        self,
+        path: str | os.PathLike[str],
+        num_frames: int | None,
+        fps: float | None,
+        limits: VideoLimits,
+        size: int | None,
+        strategy: DecodeStrategy,
+        decoder_threads: int,
+        window_s: tuple[float, float] | None,
+        stream: bool,
+    ) -> tuple[dict[str, Any], str]:
+        _check_arguments(num_frames, fps, size, limits, strategy, decoder_threads, window_s)
         # The cheap file checks run here too, so that no FIFO, directory or missing path
         # ever reaches a worker.
         path = _check_file(os.path.abspath(path), limits)[0]
@@ -514,8 +789,13 @@ class VideoWorkerPool:
             "fps": fps,
             "size": size,
             "window_s": None if window_s is None else list(window_s),
+            "strategy": strategy,
+            "threads": decoder_threads,
+            "stream": stream,
+            "encode_cost": None,
+            **self._output(limits),
         }
-        return self._frames(request, path, limits)
+        return request, path
 
     def sample_clips(
         self,
@@ -533,13 +813,18 @@ class VideoWorkerPool:
             "path": path,
             "clips": dataclasses.asdict(clips),
             "window_s": None if window_s is None else list(window_s),
+            **self._output(limits),
         }
         return self._frames(request, path, limits)
 
+    def _output(self, limits: VideoLimits) -> dict[str, Any]:
+        """A request's limits and the ``.npy`` file its frames come back through."""
+        return {"limits": dataclasses.asdict(limits), "out": os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy")}
+
     def _frames(self, request: dict[str, Any], path: str, limits: VideoLimits) -> SampledFrames:
-        """Run a frame-returning ``request`` in a worker; the frames come back through a ``.npy`` file."""
-        out = os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy")
-        request = {**request, "limits": dataclasses.asdict(limits), "out": out}
+        """Run a frame-returning ``request`` (with :meth:`_output`'s keys) in a worker; the frames come
+        back whole through its ``.npy`` file."""
+        out = request["out"]
         try:
             reply = self._call(request, path, limits)
             frames = np.load(out)
@@ -699,7 +984,15 @@ class _Worker:
         return self.process.poll() is None
 
     def call(self, request: dict[str, Any], name: str, limits: VideoLimits) -> dict[str, Any]:
-        """Send one request and wait for its reply; on any failure mark the worker broken."""
+        """Send one request and wait for its final reply; on any failure mark the worker broken."""
+        deadline = self.send(request, name, limits)
+        while True:
+            reply = self.receive(name, limits, deadline)
+            if reply is not None and "ok" in reply:
+                return reply
+
+    def send(self, request: dict[str, Any], name: str, limits: VideoLimits) -> float:
+        """Send one request; returns its deadline (``time.monotonic()`` seconds)."""
         try:
             if not self._ready:
                 if (self._read_reply(_WORKER_START_TIMEOUT_S, name) or {}).get("ready") is not True:
@@ -709,8 +1002,17 @@ class _Worker:
                 self.process.stdin.write(json.dumps(request).encode() + b"\n")
             except (BrokenPipeError, OSError):
                 raise self._crash_error(name, limits) from None
-            reply = self._read_reply(limits.decode_timeout_s, name, limits)
-            if reply is None:
+        except BaseException:
+            self.broken = True
+            raise
+        return time.monotonic() + limits.decode_timeout_s
+
+    def receive(self, name: str, limits: VideoLimits, deadline: float, block: bool = True) -> dict[str, Any] | None:
+        """The request's next message: progress (no ``ok`` key) or the final reply (a failed one is
+        raised as its error). Without ``block``, None when no message is waiting."""
+        try:
+            reply = self._read_reply(deadline - time.monotonic() if block else 0.0, name, limits)
+            if reply is None and block:
                 raise DecodeTimeoutError(
                     f"Reading '{name}' took longer than {limits.decode_timeout_s:g} s, so it was stopped. "
                     "The file may be damaged, or too long or too large to decode in time."
@@ -718,17 +1020,17 @@ class _Worker:
         except BaseException:
             self.broken = True
             raise
-        if not reply["ok"]:
+        if reply is not None and reply.get("ok") is False:
             raise _ERRORS_BY_NAME.get(reply["error"], VideoError)(reply["message"])
         return reply
 
     def _read_reply(self, timeout_s: float, name: str, limits: VideoLimits = DEFAULT_LIMITS) -> dict[str, Any] | None:
-        """The next JSON line, or None after ``timeout_s``; raises if the worker died."""
+        """The next JSON line, or None when none is complete within ``timeout_s`` (0: only what is
+        already waiting); raises if the worker died."""
         deadline = time.monotonic() + timeout_s
         fd = self.process.stdout.fileno()
         while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 return None
             chunk = os.read(fd, 1 << 16)
             if not chunk:
@@ -777,6 +1079,78 @@ class _Worker:
             os.unlink(self.log_path)
 
 
+class _WorkerFrames:
+    """The caller's side of a streamed request: the worker's progress messages, and its frames read
+    from the shared ``.npy`` file into the stream's array. The worker goes back to the pool as soon
+    as its final reply arrives (or, should the stream be left early, once it has finished)."""
+
+    def __init__(
+        self,
+        worker: _Worker,
+        request: dict[str, Any],
+        name: str,
+        limits: VideoLimits,
+        release: Callable[[_Worker], None],
+    ) -> None:
+        self._worker: _Worker | None = worker
+        self._name, self._limits, self._release = name, limits, release
+        self._deadline = worker.send(request, name, limits)
+        self.decode_seconds: float | None = None
+        self.header: dict[str, Any] = worker.receive(name, limits, self._deadline)["header"]
+        # The worker created the file before its header; unlinked now, it lives while it is open.
+        with open(request["out"], "rb") as file:
+            np.lib.format.read_magic(file)
+            np.lib.format.read_array_header_1_0(file)
+            self._offset = file.tell()
+            self._fd = os.dup(file.fileno())
+        os.unlink(request["out"])
+        self._frame_bytes = math.prod(self.header["shape"][1:])
+
+    def advance(self, frames: np.ndarray, decoded: int, block: bool) -> int:
+        try:
+            ready = decoded
+            message = self._worker.receive(self._name, self._limits, self._deadline, block)
+            while message is not None:
+                if "ok" in message:  # the final reply: every frame is written
+                    ready, self.decode_seconds = len(frames), message["decode_s"]
+                    break
+                ready = message["decoded"]
+                message = self._worker.receive(self._name, self._limits, self._deadline, block=False)
+            if ready > decoded:
+                self._read(frames[decoded:ready], self._offset + decoded * self._frame_bytes)
+        except BaseException:
+            self.close()
+            raise
+        if self.decode_seconds is not None:
+            self._give_back()
+        return ready
+
+    def _read(self, into: np.ndarray, offset: int) -> None:
+        """Fill ``into`` from the file at ``offset`` (unbuffered: the file is still being written)."""
+        view = memoryview(into).cast("B")
+        while len(view):
+            count = os.preadv(self._fd, [view], offset)
+            if count <= 0:
+                raise DecoderCrashError(f"The frames of '{self._name}' could not be read back from the decoder.")
+            view, offset = view[count:], offset + count
+
+    def _give_back(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._release(worker)
+
+    def close(self) -> None:
+        worker = self._worker
+        if worker is not None and self.decode_seconds is None and not worker.broken:
+            with contextlib.suppress(VideoError):  # let the worker finish (bounded by the deadline)
+                while "ok" not in (worker.receive(self._name, self._limits, self._deadline) or {}):
+                    pass
+        self._give_back()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 def _tail(path: str, num_bytes: int = 4096) -> str:
     with contextlib.suppress(OSError), open(path, "rb") as file:
         file.seek(max(0, os.fstat(file.fileno()).st_size - num_bytes))
@@ -812,7 +1186,7 @@ def _worker_main() -> None:
         # default action ends the worker a little later instead.
         signal.alarm(math.ceil(request["limits"]["decode_timeout_s"]) + 5)
         try:
-            reply = {"ok": True, **_serve(request)}
+            reply = {"ok": True, **_serve(request, lambda message: _send(replies, message))}
         except VideoError as exc:
             reply = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
         except MemoryError:
@@ -849,36 +1223,56 @@ def _worker_log() -> str:
     return ""
 
 
-def _serve(request: dict[str, Any]) -> dict[str, Any]:
+def _serve(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Answer one request; a streamed sample also ``send``s its plan, then a count after each frame."""
+    started = time.perf_counter()
     limits = VideoLimits(**request["limits"])
     if request["op"] == "probe":
         return {"info": dataclasses.asdict(_probe_local(request["path"], limits, _worker_log))}
+    window = request["window_s"]
 
     def allocate(shape: tuple[int, ...]) -> np.ndarray:
         return _create_npy(request["out"], shape, request["path"])
 
-    window = request.get("window_s")
     window_s = None if window is None else (float(window[0]), float(window[1]))
-    if request["op"] == "clips":
-        clips = ClipSampling(**request["clips"])
-        sampled = _sample_clips_local(request["path"], clips, limits, allocate, _worker_log, window_s)
-    else:
-        sampled = _sample_local(
+    if request["op"] == "clips":  # clip sampling is decoded whole, never streamed
+        sampled = _sample_clips_local(
+            request["path"], ClipSampling(**request["clips"]), limits, allocate, _worker_log, window_s
+        )
+        sampled.frames.flush()
+        header = _header(sampled.info, sampled.indices, sampled.timestamps_s, sampled.frames.shape)
+        return {key: header[key] for key in ("info", "indices", "timestamps_s")}
+    try:
+        plan = _plan_sampling(
             request["path"],
             request["num_frames"],
             request["fps"],
             limits,
             request["size"],
-            allocate,
             _worker_log,
+            request["strategy"],
+            request["threads"],
+            request["encode_cost"],
             window_s,
         )
-    sampled.frames.flush()
-    return {
-        "info": dataclasses.asdict(sampled.info),
-        "indices": sampled.indices.tolist(),
-        "timestamps_s": sampled.timestamps_s.tolist(),
-    }
+    except _Unseekable as unseekable:  # read front to back, whole; announced once done
+        sampled = unseekable.sample(allocate)
+        sampled.frames.flush()
+        header = _header(sampled.info, sampled.indices, sampled.timestamps_s, sampled.frames.shape)
+        if request["stream"]:
+            send({"header": header})
+    else:
+        header = plan.header()
+        frames = allocate(plan.shape)
+        if request["stream"]:
+            send({"header": header})
+        for done in _decode_into(plan, frames):
+            if request["stream"] and done < len(plan.indices):  # the final reply announces the last one
+                send({"decoded": done})  # MAP_SHARED: the caller's reads see the frame already
+        frames.flush()
+    if request["stream"]:
+        return {"decode_s": time.perf_counter() - started}
+    return {key: header[key] for key in ("info", "indices", "timestamps_s")}
 
 
 def _create_npy(path: str, shape: tuple[int, ...], video_path: str) -> np.memmap:
@@ -915,8 +1309,14 @@ def _check_arguments(
     fps: float | None,
     size: int | None,
     limits: VideoLimits,
+    strategy: str = "auto",
+    threads: int = 0,
     window_s: tuple[float, float] | None = None,
 ) -> None:
+    if strategy not in ("auto", "seek", "sequential"):
+        raise ValueError(f"strategy must be 'auto', 'seek' or 'sequential', not {strategy!r}")
+    if threads < 0:
+        raise ValueError(f"decoder_threads must be 0 (automatic) or more, got {threads}")
     if (num_frames is None) == (fps is None):
         raise ValueError("give exactly one of num_frames and fps")
     if num_frames is not None and not 1 <= num_frames <= limits.max_frames_to_sample:
@@ -1033,13 +1433,14 @@ def _mp4_box_past_end(path: str, file_bytes: int) -> str | None:
     return box_type.decode("latin-1") if offset > file_bytes else None
 
 
-def _open_reader(path: str, ffmpeg_log: Callable[[], str], width: int = -1, height: int = -1) -> Any:
-    """A ``decord.VideoReader`` (``width``/``height`` of -1 keep the original size)."""
+def _open_reader(path: str, ffmpeg_log: Callable[[], str], width: int = -1, height: int = -1, threads: int = 0) -> Any:
+    """A ``decord.VideoReader`` (``width``/``height`` of -1 keep the original size; ``threads``
+    decoder threads, 0 for FFmpeg's choice, one per core)."""
     import decord
 
     name = os.path.basename(path)
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=0)
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=threads)
     except MemoryError:
         raise DecodeMemoryError(_memory_message(path)) from None
     except Exception as exc:  # decord raises RuntimeError, DECORDError or AssertionError here
@@ -1231,6 +1632,159 @@ def _output_size(height: int, width: int, size: int | None) -> tuple[int, int]:
     return max(1, round(height * size / width)), size
 
 
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """What to decode from one opened video: the reader (at the output size), the probe, and the
+    sampled frames' indices ``[N]``, times ``[N]`` s, output shape ``(N, H, W, 3)`` and order."""
+
+    reader: Any
+    path: str
+    info: VideoInfo
+    indices: np.ndarray
+    timestamps_s: np.ndarray
+    shape: tuple[int, int, int, int]
+    strategy: Literal["seek", "sequential"]
+    threads: int
+
+    def header(self) -> dict[str, Any]:
+        """The plan as JSON (what a worker tells its caller before the first frame)."""
+        return _header(self.info, self.indices, self.timestamps_s, self.shape, self.strategy, self.threads)
+
+
+def _header(
+    info: VideoInfo,
+    indices: np.ndarray,
+    timestamps_s: np.ndarray,
+    shape: tuple[int, ...],
+    strategy: str = "sequential",
+    threads: int = 0,
+) -> dict[str, Any]:
+    return {
+        "info": dataclasses.asdict(info),
+        "indices": indices.tolist(),
+        "timestamps_s": timestamps_s.tolist(),
+        "shape": list(shape),
+        "strategy": strategy,
+        "threads": threads,
+    }
+
+
+class _Unseekable(Exception):  # noqa: N818  (a signal between two functions, not an error to report)
+    """The seeking reader failed to open a video that may still read front to back (e.g. MPEG-TS)."""
+
+    def __init__(
+        self,
+        error: CorruptVideoError,
+        path: str,
+        file_bytes: int,
+        num_frames: int | None,
+        fps: float | None,
+        limits: VideoLimits,
+        size: int | None,
+    ) -> None:
+        super().__init__(str(error))
+        self.error, self.path, self.file_bytes = error, path, file_bytes
+        self.num_frames, self.fps, self.limits, self.size = num_frames, fps, limits, size
+
+    def sample(self, allocate: Callable[[tuple[int, ...]], np.ndarray]) -> SampledFrames:
+        """The sample read front to back (raises the seeking reader's error if that fails too)."""
+
+        def count_for(info: VideoInfo) -> int:
+            wanted = self.num_frames if self.num_frames is not None else max(1, round(info.duration_s * self.fps))
+            return min(wanted, self.limits.max_frames_to_sample, info.num_frames)
+
+        sampled = _read_in_order(self.path, self.file_bytes, self.limits, self.error, count_for, self.size, allocate)[1]
+        assert sampled is not None
+        return sampled
+
+
+def _plan_sampling(
+    path: str,
+    num_frames: int | None,
+    fps: float | None,
+    limits: VideoLimits,
+    size: int | None,
+    ffmpeg_log: Callable[[], str],
+    strategy: DecodeStrategy = "auto",
+    threads: int = 0,
+    encode_cost: float | None = None,
+    window_s: tuple[float, float] | None = None,
+) -> _Plan:
+    """Check and probe ``path``, choose the frames, check their memory, open the reader that decodes
+    them (with ``threads`` decoder threads, or, given an ``encode_cost``, as many as
+    :func:`decoder_threads_beside_encoder` says)."""
+    path, file_bytes = _check_file(path, limits)
+    name = os.path.basename(path)
+    try:
+        reader = _open_reader(path, ffmpeg_log, threads=threads)
+        info, starts = _probe_reader(reader, path, file_bytes, limits)
+    except CorruptVideoError as error:
+        if window_s is not None:  # reading front to back cannot start at a time
+            raise
+        raise _Unseekable(error, path, file_bytes, num_frames, fps, limits, size) from None
+
+    first, available, span_s = 0, info.num_frames, info.duration_s
+    if window_s is not None:
+        first, available, span_s = _window_frames(starts, info, window_s, name)
+    wanted = num_frames if num_frames is not None else max(1, round(span_s * fps))
+    count = min(wanted, limits.max_frames_to_sample, available)
+    indices = first + uniform_indices(available, count)  # strictly increasing: count <= available
+    out_height, out_width = _output_size(info.height, info.width, size)
+    _check_decode_memory(name, count, out_height, out_width, limits)
+    key_indices = np.asarray(reader.get_key_indices())
+    if strategy == "auto":
+        strategy = choose_decode_strategy(key_indices, indices)
+    probe_threads = threads
+    if encode_cost is not None:
+        decode_frames = decode_costs(key_indices, indices)[strategy]
+        threads = decoder_threads_beside_encoder(decode_frames, info.width * info.height / 1e6, count, encode_cost)
+    if (out_height, out_width) != (info.height, info.width) or threads != probe_threads:
+        reader = _open_reader(path, ffmpeg_log, width=out_width, height=out_height, threads=threads)
+    else:
+        reader.seek(0)  # the probe read the first frame
+    shape = (count, out_height, out_width, 3)
+    return _Plan(reader, path, info, indices, starts[indices], shape, strategy, threads)
+
+
+def _decode_into(plan: _Plan, frames: np.ndarray) -> Iterator[int]:
+    """Decode the plan's frames into ``frames`` ``[N, H, W, 3]`` in order, yielding how many are done
+    after each one. ``seek`` reads each frame with decord's accurate seek; ``sequential`` never seeks:
+    it discards frames up to the one before each keyframe, reads across the keyframe, and so on."""
+    reader, name = plan.reader, os.path.basename(plan.path)
+    keys = np.asarray(reader.get_key_indices(), dtype=np.int64) if plan.strategy == "sequential" else None
+    position = 0  # the next frame the reader returns
+    for done, target in enumerate(plan.indices.tolist(), start=1):
+        try:
+            if keys is None:
+                frame = reader.get_batch([target]).asnumpy()[0]  # [H, W, 3]
+            else:
+                # decord's skip_frames seeks when it would cross a keyframe; stop just before each
+                # one and read across it instead.
+                for key in keys[(keys > position) & (keys <= target)].tolist():
+                    if key - 1 > position:
+                        reader.skip_frames(key - 1 - position)
+                    reader.next()
+                    position = key
+                if target > position:
+                    reader.skip_frames(target - position)
+                frame = reader.next().asnumpy()
+                position = target + 1
+        except MemoryError:
+            raise DecodeMemoryError(_memory_message(plan.path)) from None
+        except Exception as exc:
+            raise CorruptVideoError(
+                f"Decoding '{name}' failed part way through (near frame {target} of "
+                f"{plan.info.num_frames}); the file is truncated or corrupt."
+            ) from exc
+        if frame.shape != plan.shape[1:]:
+            raise CorruptVideoError(
+                f"Decoding '{name}' returned frames of an unexpected size; the file may be damaged. "
+                "Try converting it to MP4 (H.264)."
+            )
+        frames[done - 1] = frame
+        yield done
+
+
 def _sample_local(
     path: str,
     num_frames: int | None,
@@ -1239,57 +1793,18 @@ def _sample_local(
     size: int | None,
     allocate: Callable[[tuple[int, ...]], np.ndarray],
     ffmpeg_log: Callable[[], str],
+    strategy: DecodeStrategy = "auto",
+    threads: int = 0,
     window_s: tuple[float, float] | None = None,
 ) -> SampledFrames:
-    path, file_bytes = _check_file(path, limits)
-    name = os.path.basename(path)
-
-    def count_for(info: VideoInfo) -> int:
-        wanted = num_frames if num_frames is not None else max(1, round(info.duration_s * fps))
-        return min(wanted, limits.max_frames_to_sample, info.num_frames)
-
     try:
-        reader = _open_reader(path, ffmpeg_log)
-        info, starts = _probe_reader(reader, path, file_bytes, limits)
-    except CorruptVideoError as error:
-        if window_s is not None:  # reading front to back cannot start at a time
-            raise
-        sampled = _read_in_order(path, file_bytes, limits, error, count_for, size, allocate)[1]
-        assert sampled is not None
-        return sampled
-
-    first, available, span_s = 0, info.num_frames, info.duration_s
-    if window_s is not None:
-        first, available, span_s = _window_frames(starts, info, window_s, name)
-    wanted = num_frames if num_frames is not None else max(1, round(span_s * fps))
-    count = min(wanted, limits.max_frames_to_sample, available)
-    indices = first + uniform_indices(available, count)
-    out_height, out_width = _output_size(info.height, info.width, size)
-    frame_bytes = out_height * out_width * 3
-    _check_decode_memory(name, count, out_height, out_width, limits)
-    if (out_height, out_width) != (info.height, info.width):
-        reader = _open_reader(path, ffmpeg_log, width=out_width, height=out_height)
-
-    frames = allocate((count, out_height, out_width, 3))  # [N, H, W, 3]
-    per_batch = max(1, _DECODE_CHUNK_BYTES // frame_bytes)
-    for start in range(0, count, per_batch):
-        batch_indices = indices[start : start + per_batch]
-        try:
-            batch = reader.get_batch(batch_indices).asnumpy()  # [n, H, W, 3]
-        except MemoryError:
-            raise DecodeMemoryError(_memory_message(path)) from None
-        except Exception as exc:
-            raise CorruptVideoError(
-                f"Decoding '{name}' failed part way through (near frame {batch_indices[0]} of "
-                f"{info.num_frames}); the file is truncated or corrupt."
-            ) from exc
-        if batch.shape != (len(batch_indices), out_height, out_width, 3):
-            raise CorruptVideoError(
-                f"Decoding '{name}' returned frames of an unexpected size; the file may be damaged. "
-                "Try converting it to MP4 (H.264)."
-            )
-        frames[start : start + len(batch_indices)] = batch
-    return SampledFrames(frames=frames, timestamps_s=starts[indices], indices=indices, info=info)
+        plan = _plan_sampling(path, num_frames, fps, limits, size, ffmpeg_log, strategy, threads, None, window_s)
+    except _Unseekable as unseekable:
+        return unseekable.sample(allocate)
+    frames = allocate(plan.shape)  # [N, H, W, 3]
+    for _ in _decode_into(plan, frames):
+        pass
+    return SampledFrames(frames=frames, timestamps_s=plan.timestamps_s, indices=plan.indices, info=plan.info)
 
 
 def _sample_clips_local(

@@ -92,6 +92,7 @@ class GreyLevelEncoder:
     spec = "grey-level"
     fingerprint = "grey-level"
     feature_dim = 1
+    device = torch.device("cpu")
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:  # [N, H, W, 3] uint8 -> [N, 1]
         return frames.float().mean(dim=(1, 2, 3))[:, None]

@@ -203,6 +203,8 @@ class _OutOfMemory:
     def __init__(self, encoder: object) -> None:
         self.spec = getattr(encoder, "spec", None)
         self.fingerprint = getattr(encoder, "fingerprint", None)
+        self.batch_size = getattr(encoder, "batch_size", None)
+        self.device = torch.device("cuda")
         self.calls = 0
 
     def encode(self, *args: object, **kwargs: object) -> torch.Tensor:

@@ -12,9 +12,10 @@ import torch
 from glance_focus.checkpoint import CheckpointInfo, save_checkpoint
 from glance_focus.config import GlanceFocusConfig
 from glance_focus.encoders import load_frame_encoder
+from glance_focus.extraction import DECODE_SHORT_SIDE
 from glance_focus.model import GlanceFocus
 from glance_focus.pipeline import InputError, Predictor, check_question
-from glance_focus.video import VideoError
+from glance_focus.video import VideoError, sample_frames
 
 ENCODER = "ViT-B-32:random-seed0"
 
@@ -98,6 +99,33 @@ def test_prediction_matches_the_model_on_the_same_features(predictor: Predictor)
     a = predictor.predict(video, "Which?", ["one", "two"])
     b = predictor.predict_features(features, "Which?", ["one", "two"], duration_s=summary.duration_s)
     assert np.allclose(a.probabilities, b.probabilities, atol=1e-6)
+
+
+def test_streamed_features_equal_encoding_the_decoded_frames(predictor: Predictor) -> None:
+    # Encoded while decoding, in batches of whatever was decoded: the same features as encoding
+    # the whole sample at once (fp32 here, so up to float rounding).
+    video = sample_video("bikes.mp4")
+    features, times, _, _, timings = predictor.video_features(video, num_frames=12)
+    sampled = sample_frames(video, num_frames=12, size=DECODE_SHORT_SIDE)
+    expected = predictor.frame_encoder.encode(sampled.frames)
+    torch.testing.assert_close(features, expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(times, sampled.timestamps_s)
+    assert timings.probe_decode > 0 and timings.image_encoder > 0
+
+
+def test_one_time_costs_are_their_own_step(tmp_path: Path) -> None:
+    video = sample_video("bikes.mp4")
+    checkpoint = make_checkpoint(tmp_path / "ckpt")
+    cold = Predictor(checkpoint, device="cpu", cache_dir=tmp_path / "cold")
+    first = cold.predict(video, "What happens?", ["a", "b"])
+    # Building the encoders is reported as start-up, never inside the hash or another step.
+    assert first.timings.start_up > 0
+    assert first.timings.start_up + first.timings.hash <= first.timings.total
+    assert cold.predict(video, "Why?", ["a", "b"]).timings.start_up == 0
+
+    warm = Predictor(checkpoint, device="cpu", cache_dir=tmp_path / "warm")
+    warm.warm_up()
+    assert warm.predict(video, "What happens?", ["a", "b"]).timings.start_up == 0
 
 
 @pytest.mark.parametrize(

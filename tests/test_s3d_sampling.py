@@ -283,6 +283,25 @@ def test_s3d_predictor_reads_clips_and_pads_rows_like_the_star_loader(
         assert same == (name == "corrected"), name
 
 
+def test_s3d_prepare_decodes_then_encodes_clips_and_caches_them_by_clip_sampling(
+    s3d_checkpoints: dict[str, Path], bunny: Path, bunny_s3d_features: torch.Tensor, tmp_path: Path
+) -> None:
+    """Clip sampling has no frame stream: prepare(encode_while_decoding=True) decodes every clip, then
+    encodes them (the recipe's features, both steps timed); a warmed-up predictor pays no start-up;
+    the cache keys the features by the clip sampling."""
+    predictor = Predictor(s3d_checkpoints["corrected"], device="cpu", cache_dir=tmp_path)
+    predictor.warm_up(first_calls=True)  # a clip model's first calls: one clip
+    encoded = predictor.prepare(bunny, encode_while_decoding=True)
+    assert encoded.frames is None and torch.allclose(encoded.features, bunny_s3d_features, atol=1e-5)
+    assert np.allclose(encoded.timestamps_s, np.arange(5) + 0.5)
+    assert encoded.timings.probe_decode > 0 and encoded.timings.image_encoder > 0
+    assert encoded.timings.start_up == 0 and not encoded.timings.feature_cache_hit
+    predictor.remember(encoded, encoded.features)
+    hit = predictor.prepare(bunny, num_frames=3)  # num_frames does not change a clip model's key
+    assert hit.timings.feature_cache_hit and torch.equal(hit.features, encoded.features)
+    assert hit.cache_key is not None and hit.cache_key.sampling.startswith("clips16x16c224max8")
+
+
 def test_s3d_predictor_spreads_rows_over_a_longer_video(
     s3d_checkpoints: dict[str, Path], bunny_s3d_features: torch.Tensor
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
@@ -31,8 +32,11 @@ from glance_focus.video import (
     VideoResolutionTooLargeError,
     VideoTooLongError,
     VideoWorkerPool,
+    choose_decode_strategy,
+    decode_costs,
     probe_video,
     sample_frames,
+    stream_frames,
     uniform_indices,
     video_content_hash,
 )
@@ -121,6 +125,99 @@ def test_worker_and_in_process_agree(pool: VideoWorkerPool, bikes: Path) -> None
     assert in_worker.info == local.info
 
 
+@pytest.mark.parametrize(("clip", "count"), [("bikes", 8), ("bikes", 200), ("bunny", 32), ("vtest", 12)])
+def test_seeking_and_a_sequential_pass_give_the_same_frames(
+    clip: str, count: int, pool: VideoWorkerPool, bikes: Path, bunny: Path
+) -> None:
+    path = {"bikes": bikes, "bunny": bunny, "vtest": None}[clip] or _opencv_clip("vtest.avi")
+    seek = sample_frames(path, num_frames=count, size=48, strategy="seek", pool=pool)
+    sequential = sample_frames(path, num_frames=count, size=48, strategy="sequential", pool=pool)
+    local = sample_frames(path, num_frames=count, size=48, strategy="sequential", decoder_threads=1, in_process=True)
+    assert seek.frames.std() > 10
+    np.testing.assert_array_equal(seek.frames, sequential.frames)
+    np.testing.assert_array_equal(seek.frames, local.frames)
+    np.testing.assert_array_equal(seek.indices, sequential.indices)
+
+
+def test_decode_strategy_follows_gop_and_sample_spacing() -> None:
+    frames = 1800
+    short_gop, long_gop, intra_only = np.arange(0, frames, 15), np.arange(0, frames, 250), np.arange(frames)
+    sparse, dense = uniform_indices(frames, 32), uniform_indices(frames, 600)
+    # Samples many GOPs apart: a seek skips most of the frames between them.
+    assert choose_decode_strategy(short_gop, sparse) == "seek"
+    assert choose_decode_strategy(intra_only, sparse) == "seek"
+    # Samples a few frames apart with a keyframe between most of them: each seek saves too little.
+    assert choose_decode_strategy(short_gop, dense) == "sequential"
+    assert choose_decode_strategy(intra_only, dense) == "sequential"
+    # A sequential pass decodes every frame up to the last sample, a seek never more.
+    for keys in (short_gop, long_gop, intra_only):
+        costs = decode_costs(keys, sparse)
+        assert costs["sequential"] == sparse[-1] + 1
+        assert costs["seek"] - 32 * video.SEEK_COST_FRAMES <= costs["sequential"]
+
+
+def test_stream_delivers_the_sample_in_order(pool: VideoWorkerPool, bunny: Path) -> None:
+    whole = sample_frames(bunny, num_frames=24, size=64, pool=pool)
+    with stream_frames(bunny, num_frames=24, size=64, decoder_threads=1, pool=pool) as stream:
+        # What the probe knows is there before the frames.
+        assert stream.info == whole.info and len(stream) == 24
+        np.testing.assert_array_equal(stream.timestamps_s, whole.timestamps_s)
+        seen = [stream.poll()]
+        while not stream.done:
+            seen.append(stream.poll(block=True))
+            # Every frame counted as decoded is final.
+            np.testing.assert_array_equal(stream.frames[: seen[-1]], whole.frames[: seen[-1]])
+        assert stream.decode_seconds is not None and stream.decode_seconds > 0
+    assert seen == sorted(seen) and seen[-1] == 24
+    np.testing.assert_array_equal(stream.result().frames, whole.frames)
+    local = stream_frames(bunny, num_frames=24, size=64, in_process=True)
+    np.testing.assert_array_equal(local.result().frames, whole.frames)
+
+
+def test_stream_beside_an_encoder_picks_its_decoder_threads(pool: VideoWorkerPool, bunny: Path) -> None:
+    whole = sample_frames(bunny, num_frames=6, size=32, pool=pool)
+    # A heavy encoder leaves the decoder one thread; beside a light one decoding is the larger
+    # job and the decoder takes every core (0: FFmpeg's choice). The frames are the same.
+    for encode_cost, threads in ((1e6, 1), (1e-3, 0)):
+        with stream_frames(bunny, num_frames=6, size=32, encode_cost=encode_cost, pool=pool) as stream:
+            assert stream.decoder_threads == threads
+            np.testing.assert_array_equal(stream.result().frames, whole.frames)
+
+
+def test_stream_of_a_window_equals_its_sample(pool: VideoWorkerPool, bikes: Path) -> None:
+    expected = sample_frames(bikes, num_frames=5, size=32, window_s=(2.0, 4.0), pool=pool)
+    with stream_frames(bikes, num_frames=5, size=32, window_s=(2.0, 4.0), pool=pool) as stream:
+        streamed = stream.result()
+    np.testing.assert_array_equal(streamed.indices, expected.indices)
+    assert streamed.timestamps_s[0] >= 2.0 and streamed.timestamps_s[-1] < 4.0
+    np.testing.assert_array_equal(streamed.frames, expected.frames)
+
+
+def test_stream_left_early_frees_its_worker(bikes: Path) -> None:
+    with VideoWorkerPool(max_workers=1) as workers:
+        with stream_frames(bikes, num_frames=16, size=32, pool=workers) as stream:
+            stream.poll(block=True)
+        # The only worker is free again, and nothing is left in the scratch folder.
+        assert workers.sample(bikes, num_frames=2, size=16).frames.shape == (2, 16, 38, 3)
+        assert not list(Path(workers._tmpdir).glob("*.npy"))
+        # So it is after a stream dropped without closing it.
+        stream = stream_frames(bikes, num_frames=16, size=32, pool=workers)
+        del stream
+        gc.collect()
+        assert workers.sample(bikes, num_frames=2, size=16).frames.shape == (2, 16, 38, 3)
+
+
+def test_stream_of_a_file_truncated_mid_stream(
+    av_files: dict[str, Path], pool: VideoWorkerPool, tmp_path: Path
+) -> None:
+    data = av_files["faststart"].read_bytes()
+    path = tmp_path / "partial.mp4"
+    path.write_bytes(data[: int(len(data) * 0.7)])
+    with pytest.raises(CorruptVideoError, match="truncated"), stream_frames(path, num_frames=8, pool=pool) as stream:
+        stream.result()
+    _assert_pool_works(pool)
+
+
 def test_sample_at_a_rate(pool: VideoWorkerPool, bikes: Path) -> None:
     sampled = sample_frames(bikes, fps=2.0, size=32, pool=pool)
     assert len(sampled.frames) == 20  # 10 s at 2 frames/s
@@ -197,7 +294,15 @@ def test_no_temporary_files_left(bikes: Path) -> None:
 
 
 def test_argument_errors(bikes: Path) -> None:
-    for kwargs in ({}, {"num_frames": 4, "fps": 1.0}, {"num_frames": 0}, {"num_frames": 300}, {"fps": -1.0}):
+    for kwargs in (
+        {},
+        {"num_frames": 4, "fps": 1.0},
+        {"num_frames": 0},
+        {"num_frames": 300},
+        {"fps": -1.0},
+        {"num_frames": 4, "strategy": "random"},
+        {"num_frames": 4, "decoder_threads": -1},
+    ):
         with pytest.raises(ValueError) as caught:
             sample_frames(bikes, in_process=True, **kwargs)
         assert not isinstance(caught.value, VideoError)  # the caller's mistake, not the video's
@@ -452,3 +557,16 @@ def test_reading_a_stream_in_order_keeps_the_decoders_diagnoses(pool: VideoWorke
     make, error, words = BAD_FILES["moov bit flipped"]
     with pytest.raises(error, match=re.escape(words)):
         sample_frames(make(tmp_path), num_frames=8, pool=pool)
+
+
+def test_stream_of_a_file_read_in_order(pool: VideoWorkerPool, tmp_path: Path) -> None:
+    """A container the seeking reader cannot open (MPEG-TS) streams too: whole, once read."""
+    from tests.test_hostile_inputs import write_clip
+
+    clip = write_clip(tmp_path / "clip.ts", "mpegts", "libx264")
+    expected = sample_frames(clip, num_frames=4, size=32, pool=pool)
+    for kwargs in ({"pool": pool}, {"in_process": True}):
+        with stream_frames(clip, num_frames=4, size=32, **kwargs) as stream:
+            streamed = stream.result()
+        np.testing.assert_array_equal(streamed.frames, expected.frames)
+        np.testing.assert_array_equal(streamed.timestamps_s, expected.timestamps_s)

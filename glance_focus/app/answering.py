@@ -26,7 +26,7 @@ import gradio as gr
 from glance_focus.app.messages import UNEXPECTED_ERROR, model_summary, model_unavailable
 from glance_focus.app.models import Models
 from glance_focus.app.settings import FRAMES_RANGE
-from glance_focus.app.zerogpu import gpu_duration_s, gpu_function
+from glance_focus.app.zerogpu import gpu_duration_s, gpu_function, zero_gpu
 from glance_focus.checkpoint import CheckpointError
 from glance_focus.encoders import EncoderFingerprintError, EncoderUnavailableError
 from glance_focus.evidence import Evidence
@@ -163,5 +163,6 @@ class Answerer:
             predictor.warm_up()  # the encoders exist before any GPU worker is forked
             if progress is not None:
                 progress(0.2, desc="Decoding the video…")
-            prepared = predictor.prepare(video, frames)
+            # Off ZeroGPU the frames are encoded while decoding continues (in this process).
+            prepared = predictor.prepare(video, frames, encode_while_decoding=not zero_gpu())
         return predictor, prepared, checked_question, checked_options

@@ -120,7 +120,8 @@ def timings_markdown(prediction: Prediction, device: str, clips: bool = False) -
     t = prediction.timings
     n = len(prediction.attention.frame_times_s)
     skipped = "skipped (feature cache hit)" if t.feature_cache_hit else None
-    steps = [
+    steps = [("start-up (one-time: loading encoders)", f"{t.start_up:.3f}")] if t.start_up else []
+    steps += [
         ("video hash (feature cache key)", f"{t.hash:.3f}"),
         ("probe + decode", skipped or f"{t.probe_decode:.3f}"),
         (

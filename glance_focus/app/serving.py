@@ -37,7 +37,7 @@ def warm_up(models: Models, examples: Sequence[Example]) -> None:
             log.info("warm-up done: %d models loaded for the GPU workers", len(models.choices))
             return
         predictor = models.predictor(models.default)
-        predictor.warm_up()
+        predictor.warm_up(first_calls=True)
         for video in dict.fromkeys(example.video for example in examples):
             predictor.video_features(video)
         log.info("warm-up done: %s ready, %d example videos encoded", models.default, len(examples))
