@@ -212,18 +212,18 @@ def extract_features(
     # One single-threaded encoder lane per core on the CPU (see glance_focus.overlap), one on a GPU;
     # videos are finished (written, reported) in order, at most one more than the lanes in flight.
     lanes = cpu_cores() if encoder.device.type == "cpu" else 1
-    pending: deque[tuple[str, Future[torch.Tensor] | None, str | None]] = deque()
+    pending: deque[tuple[str, Future[torch.Tensor] | None, int, str | None]] = deque()
 
     def finish() -> None:
         nonlocal encoded_frames
-        video_id, encoding, error = pending.popleft()
+        video_id, encoding, count, error = pending.popleft()
         if encoding is None:
             failed[video_id] = error or "decode failed"
         else:
             features = encoding.result()
             with atomic_path(_part_path(parts, video_id)) as tmp:
                 save_file({"features": features.contiguous()}, str(tmp), metadata={"video_id": video_id})
-            encoded_frames += len(features)
+            encoded_frames += count
         bar.update(1)
         if on_video is not None:
             on_video(video_id)
@@ -235,7 +235,7 @@ def extract_features(
     with ThreadPoolExecutor(lanes, thread_name_prefix="extract-encode") as lane_pool:
         for video_id, frames, error in decoded:
             encoding = None if frames is None else lane_pool.submit(encode, frames)
-            pending.append((video_id, encoding, error))
+            pending.append((video_id, encoding, 0 if frames is None else len(frames), error))
             while len(pending) > lanes:
                 finish()
         while pending:

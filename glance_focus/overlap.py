@@ -53,11 +53,13 @@ def decoder_threads_for(encoder: FrameEncoder) -> int:
 
 def encode_cost_for(encoder: FrameEncoder) -> float | None:
     """``encoder``'s cost per frame for :func:`~glance_focus.video.decoder_threads_beside_encoder`
-    (None off the CPU): ViT-B-32's, scaled by parameters x tokens (a proxy for multiply-adds)."""
-    if encoder.device.type != "cpu":
+    (None off the CPU, or for an encoder that is not an open_clip ViT: the decoder then takes every
+    core): ViT-B-32's, scaled by parameters x tokens (a proxy for multiply-adds)."""
+    visual = getattr(encoder, "visual", None)  # open_clip's ViTs; None for other encoders
+    if encoder.device.type != "cpu" or visual is None:
         return None
-    grid = getattr(encoder.visual, "grid_size", (7, 7))
-    size = sum(p.numel() for p in encoder.visual.parameters()) * (grid[0] * grid[1] + 1)
+    grid = getattr(visual, "grid_size", (7, 7))
+    size = sum(p.numel() for p in visual.parameters()) * (grid[0] * grid[1] + 1)
     return ENCODE_COST_VIT_B_32.get(encoder.precision, 60.0) * size / _VIT_B_32_SIZE
 
 

@@ -46,6 +46,7 @@ from glance_focus.spans import spans_to_se
 from glance_focus.text_features import TextFeatureCache, TextTooLongError, question_sequences
 from glance_focus.video import (
     DEFAULT_LIMITS,
+    SampledFrames,
     VideoLimits,
     default_pool,
     sample_clips,
@@ -349,17 +350,14 @@ class Predictor:
     def warm_up(self, first_calls: bool = False) -> None:
         """Pay the one-time costs now rather than in the first request: build both encoders and
         start the video workers (cheap once done) and, with ``first_calls``, once, run the image
-        encoder at the batch sizes requests use (a clip model's on one clip), the text encoder and the
-        model (not on ZeroGPU, whose device exists only inside a request)."""
+        encoder at the batch sizes requests use, the text encoder and the model (not on ZeroGPU,
+        whose device exists only inside a request)."""
         default_pool()
         encoder = self.frame_encoder
         _ = self.text
         if not first_calls or self._first_calls_done:
             return
-        if self.info.sampling.is_clips:  # one clip, as clip sampling decodes it (a clip model's forward is slow)
-            clips = self.info.sampling.clips()
-            encoder.encode(np.zeros((clips.clip_frames, clips.crop, clips.crop, 3), dtype=np.uint8))
-        else:
+        if not self.info.sampling.is_clips:
             height, width = DECODE_SHORT_SIDE, DECODE_SHORT_SIDE * 16 // 9
             frames = np.zeros((encoder.batch_size, height, width, 3), dtype=np.uint8)
             for size in {1, BATCH_WHILE_DECODING, encoder.batch_size}:
@@ -391,10 +389,6 @@ class Predictor:
         """:func:`check_question` for this model's task (cheap: call it before decoding anything)."""
         return check_question(question, options, self.task)
 
-    def _cache_key(self, video: str | Path, sampling_key: str) -> FeatureKey:
-        encoder = self.frame_encoder
-        return FeatureKey(video_content_hash(video), str(encoder.spec), encoder.fingerprint, sampling_key)
-
     def prepare(
         self, video: str | Path, num_frames: int | None = None, *, encode_while_decoding: bool = False
     ) -> PreparedVideo:
@@ -406,20 +400,25 @@ class Predictor:
         at most the checkpoint's row count of clips (``num_frames`` does not apply); the timestamps and
         thumbnails are then one per clip, at its centre.
 
-        ``encode_while_decoding``: also encode the frames (features, no frames, in the result); only
-        where this process may use the encoder's device (not on ZeroGPU). Uniform frames are encoded
-        each while the later ones are still being decoded (:func:`~glance_focus.overlap.encode_stream`);
-        clip sampling is not streamed, so a clip model's frames are decoded first and then encoded.
+        ``encode_while_decoding``: also encode uniform frames, each while the later ones are still
+        being decoded (features, no frames, in the result); only where this process may use the
+        encoder's device (not on ZeroGPU). Clip sampling has no stream, so a clip model falls back
+        to decode-then-encode: its frames are returned and encoded afterwards.
         """
         clips = self.info.sampling.clips(self.info.num_frames) if self.info.sampling.is_clips else None
         num_frames = num_frames or self.info.num_frames
-        if clips is not None:
-            sampling_key = f"clips{clips.fps:g}x{clips.clip_frames}c{clips.crop}max{clips.max_clips}"
-        else:
-            sampling_key = f"uniform{num_frames}"
+        sampling_key = f"clips{clips.fps:g}x{clips.clip_frames}c{clips.crop}max{clips.max_clips}" if clips else ""
         start_up = self._start_up(frame=True)
         t0 = time.perf_counter()
-        key = self._cache_key(video, sampling_key) if self.feature_cache is not None else None
+        key = None
+        if self.feature_cache is not None:
+            encoder = self.frame_encoder
+            key = FeatureKey(
+                video_content_hash(video),
+                str(encoder.spec),
+                encoder.fingerprint,
+                sampling_key or f"uniform{num_frames}",
+            )
         t_hash = time.perf_counter() - t0
         if key is not None and self.feature_cache is not None:
             hit = self.feature_cache.get(key)
@@ -436,17 +435,9 @@ class Predictor:
                     cache_key=key,
                 )
         t1 = time.perf_counter()
-        features, t_encode = None, 0.0
-        if clips is not None:
-            sampled = sample_clips(video, clips, limits=self.video_limits)
-            frames, info = sampled.frames, sampled.info
-            row_frames = frames[clips.clip_frames // 2 :: clips.clip_frames]  # each clip's middle frame
-            row_times = sampled.timestamps_s[:: clips.clip_frames] + clips.clip_seconds / 2
-            t_decode = time.perf_counter() - t1
-            if encode_while_decoding:  # decoded whole, then encoded (clip sampling has no stream)
-                features = self.frame_encoder.encode(frames)
-                t_encode = time.perf_counter() - t1 - t_decode
-        elif encode_while_decoding:
+        sampled: SampledFrames
+        features, t_encode, t_decode = None, 0.0, None
+        if clips is None and encode_while_decoding:
             encoder = self.frame_encoder
             stream = stream_frames(
                 video,
@@ -456,24 +447,30 @@ class Predictor:
                 encode_cost=encode_cost_for(encoder),  # on the CPU: decoder threads by the work (overlap)
             )
             features, t_encode = encode_stream(encoder, stream)
-            frames, row_times, info = stream.frames, stream.timestamps_s, stream.info
-            row_frames = frames
-            t_decode = stream.decode_seconds or 0.0
+            sampled = SampledFrames(stream.frames, stream.timestamps_s, stream.indices, stream.info)
+            row_frames, row_times, t_decode = sampled.frames, sampled.timestamps_s, stream.decode_seconds
+        elif clips is not None:
+            sampled = sample_clips(video, clips, limits=self.video_limits)
+            row_frames = sampled.frames[clips.clip_frames // 2 :: clips.clip_frames]  # each clip's middle frame
+            row_times = sampled.timestamps_s[:: clips.clip_frames] + clips.clip_seconds / 2
         else:
             sampled = sample_frames(video, num_frames=num_frames, limits=self.video_limits, size=DECODE_SHORT_SIDE)
-            frames, row_times, info = sampled.frames, sampled.timestamps_s, sampled.info
-            row_frames = frames
-            t_decode = time.perf_counter() - t1
+            row_frames, row_times = sampled.frames, sampled.timestamps_s
+        info = sampled.info
         thumbnails = _thumbnails(row_frames)
         t2 = time.perf_counter()
         return PreparedVideo(
             timestamps_s=np.asarray(row_times, dtype=np.float64),
-            frames=frames if features is None else None,
+            frames=sampled.frames if features is None else None,
             features=features,
             thumbnails=thumbnails,
             summary=VideoSummary(info.duration_s, info.fps, info.width, info.height, info.num_frames),
             timings=Timings(
-                hash=t_hash, probe_decode=t_decode, image_encoder=t_encode, total=t2 - t0, start_up=start_up
+                hash=t_hash,
+                probe_decode=t2 - t1 if t_decode is None else t_decode,
+                image_encoder=t_encode,
+                total=t2 - t0,
+                start_up=start_up,
             ),
             cache_key=key,
         )
@@ -506,11 +503,15 @@ class Predictor:
 
     def video_features(self, video: str | Path, num_frames: int | None = None) -> tuple:
         """(features ``[T, F]``, timestamps ``[T]`` s, thumbnails, VideoSummary, Timings) of a video file,
-        taken from the feature cache or computed (encoded while decoding) and put there."""
+        taken from the feature cache or computed (uniform frames: encoded while decoding) and put there."""
         prepared = self.prepare(video, num_frames, encode_while_decoding=True)
-        features = self.encode_prepared(prepared)  # the cached or just-encoded ones
+        t0 = time.perf_counter()
+        features = self.encode_prepared(prepared)  # the cached or just-encoded ones, or a clip model's now
+        timings = prepared.timings
+        if prepared.frames is not None:
+            timings = replace(timings, image_encoder=time.perf_counter() - t0)
         self.remember(prepared, features)
-        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, prepared.timings
+        return features, prepared.timestamps_s, prepared.thumbnails, prepared.summary, timings
 
     # ------------------------------------------------------------------ prediction
     def predict(

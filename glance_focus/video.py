@@ -28,8 +28,7 @@ Frames can also be consumed while they are decoded (:func:`stream_frames`, a
 :class:`FrameStream`): the worker writes each frame into a shared file and reports it, so a caller
 encodes the first frames while the later ones are still being decoded. :func:`sample_frames` is the
 same decoding, returned whole. Two decoding orders give identical frames; the cheaper one for a
-video is chosen from its keyframe positions (:func:`choose_decode_strategy`). Clip sampling is
-decoded whole (:func:`sample_clips` has no stream).
+video is chosen from its keyframe positions (:func:`choose_decode_strategy`).
 """
 
 from __future__ import annotations
@@ -230,6 +229,14 @@ class SampledFrames:
     info: VideoInfo
 
 
+DecodeStrategy = Literal["auto", "seek", "sequential"]
+
+SEEK_COST_FRAMES = 6
+"""What one seek costs, in frames decoded: decord's accurate seek rewinds, seeks to the keyframe,
+restarts its decoder thread and checks where it landed. Measured on 640x360 H.264 (2-core x86,
+one decoder thread): ~6 frames' decoding time; it decides :func:`choose_decode_strategy`."""
+
+
 @dataclass(frozen=True)
 class ClipSampling:
     """How a clip encoder's input is cut from a video (the S3D VideoQA recipe by default).
@@ -268,14 +275,6 @@ class ClipSampling:
     def clip_seconds(self) -> float:
         """Length of one clip, seconds."""
         return self.clip_frames / self.fps
-
-
-DecodeStrategy = Literal["auto", "seek", "sequential"]
-
-SEEK_COST_FRAMES = 6
-"""What one seek costs, in frames decoded: decord's accurate seek rewinds, seeks to the keyframe,
-restarts its decoder thread and checks where it landed. Measured on 640x360 H.264 (2-core x86,
-one decoder thread): ~6 frames' decoding time; it decides :func:`choose_decode_strategy`."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,6 +416,81 @@ def sample_frames(
     return (pool or default_pool()).sample(
         path, num_frames, fps, limits, size, strategy, decoder_threads, window_s=window_s
     )
+
+
+def sample_clips(
+    path: str | os.PathLike[str],
+    clips: ClipSampling,
+    limits: VideoLimits = DEFAULT_LIMITS,
+    *,
+    window_s: tuple[float, float] | None = None,
+    in_process: bool = False,
+    pool: VideoWorkerPool | None = None,
+) -> SampledFrames:
+    """Probe a video, then decode it (or the window of frames starting in ``window_s = (start, end)``
+    seconds, as if cut out first) as clips (see :class:`ClipSampling`).
+
+    Returns ``frames [n * clip_frames, crop, crop, 3]`` uint8, clip after clip;
+    ``timestamps_s`` is each output frame's time in the video (``k / fps`` after the first frame
+    of the window, or of the video) and ``indices`` the video frame it
+    shows (non-decreasing; repeated when the video's rate is below ``fps``). ``limits`` bounds
+    the file, duration, resolution and the memory of the returned frames
+    (``max_frames_to_sample`` does not apply: ``max_clips`` bounds the count). Raises
+    :class:`VideoTooShortError` for a video shorter than one clip, and the other
+    :class:`VideoError` subclasses as :func:`sample_frames` does.
+    """
+    _check_window(window_s)
+    if in_process:
+        return _sample_clips_local(os.fspath(path), clips, limits, _allocate_in_memory, _no_log, window_s)
+    return (pool or default_pool()).sample_clips(path, clips, limits, window_s=window_s)
+
+
+def clip_frame_plan(
+    frame_starts_s: np.ndarray, duration_s: float, clips: ClipSampling
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which video frames :func:`sample_clips` decodes.
+
+    Args:
+        frame_starts_s: ``[T]`` each video frame's start time, seconds from the first (non-decreasing).
+        duration_s: the video's duration, seconds.
+        clips: the sampling.
+
+    Returns:
+        ``(indices [M], times_s [M], num_clips)``: the video frame shown by each output frame, its
+        time ``k / fps``, and how many whole clips the video has (``M = min(n, max_clips) *
+        clip_frames``).
+
+    >>> idx, t, n = clip_frame_plan(np.arange(50) / 25.0, 2.0, ClipSampling(fps=4, clip_frames=4))
+    >>> n, idx.tolist()
+    (2, [3, 9, 15, 21, 28, 34, 40, 46])
+    """
+    total = math.floor(duration_s * clips.fps + 0.5)  # output frames of the fps filter
+    num_clips = total // clips.clip_frames
+    chosen = np.arange(num_clips, dtype=np.int64)
+    if clips.max_clips is not None and num_clips > clips.max_clips:
+        chosen = np.arange(clips.max_clips, dtype=np.int64) * num_clips // clips.max_clips
+    k = (chosen[:, None] * clips.clip_frames + np.arange(clips.clip_frames)).reshape(-1)  # [M]
+    # Output frame k takes the last input frame whose time rounds to a slot <= k.
+    indices = np.searchsorted(frame_starts_s, (k + 0.5) / clips.fps, side="left") - 1
+    indices = np.clip(indices, 0, len(frame_starts_s) - 1).astype(np.int64)
+    return indices, k / clips.fps, num_clips
+
+
+def clip_resize_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """``(height, width)`` with the short side ``short_side`` and the long side
+    ``int(long * short_side / short)`` (truncated, as the S3D VideoQA extraction computes it).
+
+    >>> clip_resize_size(720, 1280, 224)
+    (224, 398)
+    """
+    if height >= width:
+        return int(height * short_side / width), short_side
+    return short_side, int(width * short_side / height)
+
+
+def center_crop_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
+    """``(top, left)`` of the centred ``crop × crop`` window: ``int((size - crop) / 2)`` per axis."""
+    return int((height - crop) / 2), int((width - crop) / 2)
 
 
 def stream_frames(
@@ -566,81 +640,6 @@ class _LocalFrames:
         self._frames = None
 
 
-def sample_clips(
-    path: str | os.PathLike[str],
-    clips: ClipSampling,
-    limits: VideoLimits = DEFAULT_LIMITS,
-    *,
-    window_s: tuple[float, float] | None = None,
-    in_process: bool = False,
-    pool: VideoWorkerPool | None = None,
-) -> SampledFrames:
-    """Probe a video, then decode it (or the window of frames starting in ``window_s = (start, end)``
-    seconds, as if cut out first) as clips (see :class:`ClipSampling`).
-
-    Returns ``frames [n * clip_frames, crop, crop, 3]`` uint8, clip after clip;
-    ``timestamps_s`` is each output frame's time in the video (``k / fps`` after the first frame
-    of the window, or of the video) and ``indices`` the video frame it
-    shows (non-decreasing; repeated when the video's rate is below ``fps``). ``limits`` bounds
-    the file, duration, resolution and the memory of the returned frames
-    (``max_frames_to_sample`` does not apply: ``max_clips`` bounds the count). Raises
-    :class:`VideoTooShortError` for a video shorter than one clip, and the other
-    :class:`VideoError` subclasses as :func:`sample_frames` does.
-    """
-    _check_window(window_s)
-    if in_process:
-        return _sample_clips_local(os.fspath(path), clips, limits, _allocate_in_memory, _no_log, window_s)
-    return (pool or default_pool()).sample_clips(path, clips, limits, window_s=window_s)
-
-
-def clip_frame_plan(
-    frame_starts_s: np.ndarray, duration_s: float, clips: ClipSampling
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Which video frames :func:`sample_clips` decodes.
-
-    Args:
-        frame_starts_s: ``[T]`` each video frame's start time, seconds from the first (non-decreasing).
-        duration_s: the video's duration, seconds.
-        clips: the sampling.
-
-    Returns:
-        ``(indices [M], times_s [M], num_clips)``: the video frame shown by each output frame, its
-        time ``k / fps``, and how many whole clips the video has (``M = min(n, max_clips) *
-        clip_frames``).
-
-    >>> idx, t, n = clip_frame_plan(np.arange(50) / 25.0, 2.0, ClipSampling(fps=4, clip_frames=4))
-    >>> n, idx.tolist()
-    (2, [3, 9, 15, 21, 28, 34, 40, 46])
-    """
-    total = math.floor(duration_s * clips.fps + 0.5)  # output frames of the fps filter
-    num_clips = total // clips.clip_frames
-    chosen = np.arange(num_clips, dtype=np.int64)
-    if clips.max_clips is not None and num_clips > clips.max_clips:
-        chosen = np.arange(clips.max_clips, dtype=np.int64) * num_clips // clips.max_clips
-    k = (chosen[:, None] * clips.clip_frames + np.arange(clips.clip_frames)).reshape(-1)  # [M]
-    # Output frame k takes the last input frame whose time rounds to a slot <= k.
-    indices = np.searchsorted(frame_starts_s, (k + 0.5) / clips.fps, side="left") - 1
-    indices = np.clip(indices, 0, len(frame_starts_s) - 1).astype(np.int64)
-    return indices, k / clips.fps, num_clips
-
-
-def clip_resize_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """``(height, width)`` with the short side ``short_side`` and the long side
-    ``int(long * short_side / short)`` (truncated, as the S3D VideoQA extraction computes it).
-
-    >>> clip_resize_size(720, 1280, 224)
-    (224, 398)
-    """
-    if height >= width:
-        return int(height * short_side / width), short_side
-    return short_side, int(width * short_side / height)
-
-
-def center_crop_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
-    """``(top, left)`` of the centred ``crop × crop`` window: ``int((size - crop) / 2)`` per axis."""
-    return int((height - crop) / 2), int((width - crop) / 2)
-
-
 def video_content_hash(path: str | os.PathLike[str], chunk_bytes: int = 1024**2) -> str:
     """SHA-256 of the file's bytes as 64 hex digits, read in chunks (keys the feature cache)."""
     path = _regular_file(os.fspath(path))[0]
@@ -738,6 +737,42 @@ class VideoWorkerPool:
         )
         return self._frames(request, path, limits)
 
+    def sample_clips(
+        self,
+        path: str | os.PathLike[str],
+        clips: ClipSampling,
+        limits: VideoLimits = DEFAULT_LIMITS,
+        *,
+        window_s: tuple[float, float] | None = None,
+    ) -> SampledFrames:
+        """:func:`sample_clips` in a worker."""
+        _check_window(window_s)
+        path = _check_file(os.path.abspath(path), limits)[0]
+        request = {
+            "op": "clips",
+            "path": path,
+            "clips": dataclasses.asdict(clips),
+            "window_s": None if window_s is None else list(window_s),
+            "limits": dataclasses.asdict(limits),
+            "out": os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy"),
+        }
+        return self._frames(request, path, limits)
+
+    def _frames(self, request: dict[str, Any], path: str, limits: VideoLimits) -> SampledFrames:
+        """Run a frame-returning ``request`` in a worker; the frames come back through its ``.npy`` file."""
+        try:
+            reply = self._call(request, path, limits)
+            frames = np.load(request["out"])
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(request["out"])
+        return SampledFrames(
+            frames=frames,
+            timestamps_s=np.asarray(reply["timestamps_s"], dtype=np.float64),
+            indices=np.asarray(reply["indices"], dtype=np.int64),
+            info=VideoInfo(**reply["info"]),
+        )
+
     def stream(
         self,
         path: str | os.PathLike[str],
@@ -793,50 +828,10 @@ class VideoWorkerPool:
             "threads": decoder_threads,
             "stream": stream,
             "encode_cost": None,
-            **self._output(limits),
+            "limits": dataclasses.asdict(limits),
+            "out": os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy"),
         }
         return request, path
-
-    def sample_clips(
-        self,
-        path: str | os.PathLike[str],
-        clips: ClipSampling,
-        limits: VideoLimits = DEFAULT_LIMITS,
-        *,
-        window_s: tuple[float, float] | None = None,
-    ) -> SampledFrames:
-        """:func:`sample_clips` in a worker."""
-        _check_window(window_s)
-        path = _check_file(os.path.abspath(path), limits)[0]
-        request = {
-            "op": "clips",
-            "path": path,
-            "clips": dataclasses.asdict(clips),
-            "window_s": None if window_s is None else list(window_s),
-            **self._output(limits),
-        }
-        return self._frames(request, path, limits)
-
-    def _output(self, limits: VideoLimits) -> dict[str, Any]:
-        """A request's limits and the ``.npy`` file its frames come back through."""
-        return {"limits": dataclasses.asdict(limits), "out": os.path.join(self._tmpdir, f"{uuid.uuid4().hex}.npy")}
-
-    def _frames(self, request: dict[str, Any], path: str, limits: VideoLimits) -> SampledFrames:
-        """Run a frame-returning ``request`` (with :meth:`_output`'s keys) in a worker; the frames come
-        back whole through its ``.npy`` file."""
-        out = request["out"]
-        try:
-            reply = self._call(request, path, limits)
-            frames = np.load(out)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(out)
-        return SampledFrames(
-            frames=frames,
-            timestamps_s=np.asarray(reply["timestamps_s"], dtype=np.float64),
-            indices=np.asarray(reply["indices"], dtype=np.int64),
-            info=VideoInfo(**reply["info"]),
-        )
 
     @property
     def worker_pids(self) -> list[int]:
@@ -1230,15 +1225,14 @@ def _serve(request: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> d
     if request["op"] == "probe":
         return {"info": dataclasses.asdict(_probe_local(request["path"], limits, _worker_log))}
     window = request["window_s"]
+    window_s = None if window is None else (float(window[0]), float(window[1]))
 
     def allocate(shape: tuple[int, ...]) -> np.ndarray:
         return _create_npy(request["out"], shape, request["path"])
 
-    window_s = None if window is None else (float(window[0]), float(window[1]))
-    if request["op"] == "clips":  # clip sampling is decoded whole, never streamed
-        sampled = _sample_clips_local(
-            request["path"], ClipSampling(**request["clips"]), limits, allocate, _worker_log, window_s
-        )
+    if request["op"] == "clips":
+        clips = ClipSampling(**request["clips"])
+        sampled = _sample_clips_local(request["path"], clips, limits, allocate, _worker_log, window_s)
         sampled.frames.flush()
         header = _header(sampled.info, sampled.indices, sampled.timestamps_s, sampled.frames.shape)
         return {key: header[key] for key in ("info", "indices", "timestamps_s")}
