@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 Task = Literal["multiple_choice", "open_ended"]
 SpanFormat = Literal["se", "cw"]
+SpanParametrization = Literal["ordered", "independent"]
 
 
 # Sane bounds for every size, so a hostile or corrupt config.json cannot ask for absurd allocations.
@@ -61,6 +62,18 @@ class GlanceFocusConfig:
     """Open-ended answer vocabulary size (ignored for multiple-choice)."""
     span_format: SpanFormat = "se"
     """How the two numbers of a predicted span are to be read: (start, end) or (center, width)."""
+    span_parametrization: SpanParametrization = "ordered"
+    """How the span head's two outputs become a span. ``ordered``: a start and the fraction of the
+    rest of the video the span takes, so 0 <= start <= end <= 1 always holds (then written in
+    ``span_format``). ``independent``: two sigmoids read directly in ``span_format`` (the reference;
+    a (start, end) head can then put the end before the start). Checkpoints saved before this
+    field existed are ``independent``: :meth:`from_dict` fills that in."""
+    span_anchors: bool = False
+    """Ordered spans only: memory prompt q's span head is offset so that, for a zero output, its span
+    is the q-th of Q equal slots of the video (an anchor, as DETR variants give their queries). The
+    prompts start apart, so a diversity loss has a symmetry to keep rather than one to break; the
+    unsupervised setting needs it (without it, prompts start nearly identical and the spans of
+    every prompt grow together to the whole video: docs/unsupervised.md)."""
     standardize_features: bool = True
     """Standardise frame features per dimension with training-set statistics stored in the model
     (buffers ``feature_mean``/``feature_std``). CLIP embeddings of similar frames share most of their
@@ -99,6 +112,10 @@ class GlanceFocusConfig:
             raise ValueError("an open-ended model needs answer_vocab_size >= 1")
         if self.span_format not in ("se", "cw"):
             raise ValueError(f"unknown span_format {self.span_format!r}")
+        if self.span_parametrization not in ("ordered", "independent"):
+            raise ValueError(f"unknown span_parametrization {self.span_parametrization!r}")
+        if self.span_anchors and self.span_parametrization != "ordered":
+            raise ValueError("span_anchors needs span_parametrization='ordered'")
         if self.temporal_position not in ("none", "sine"):
             raise ValueError(f"unknown temporal_position {self.temporal_position!r}")
 
@@ -113,6 +130,8 @@ class GlanceFocusConfig:
             self,
             standardize_features=False,
             temporal_position="none",
+            span_parametrization="independent",
+            span_anchors=False,
             share_mla_attention=True,
             compat_event_memory_slice=True,
             compat_float_masks=True,
@@ -129,17 +148,56 @@ class GlanceFocusConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown GlanceFocusConfig fields: {unknown}")
+        # Saved before spans were ordered by construction: keep the head those weights were trained in.
+        values = {"span_parametrization": "independent", **values}
         return cls(**values)
+
+
+UNSUPERVISED_LOSSES = ("qa", "cls", "overlap", "coverage", "cert")
+"""The corrected unsupervised criterion (see :class:`LossConfig`)."""
+REFERENCE_UNSUPERVISED_LOSSES = ("qa", "cls", "giou", "cert")
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss terms, their coefficients and the Hungarian matcher's costs (DESIGN.md §3)."""
+    """Loss terms, their coefficients and the Hungarian matcher's costs (DESIGN.md §3).
+
+    Temporal diversity in the unsupervised setting is a choice of terms:
+
+    - ``giou`` (the reference, :meth:`reference`): mean pairwise GIoU of a video's spans. It
+      collapses: for two disjoint spans GIoU = -gap / enclosing, which keeps falling as both
+      shrink, so its minimum is zero-width spans, and nothing else trains the span head (prompts
+      are sorted by ``argsort``, which passes no gradient). Kept exactly for compatibility.
+    - ``overlap`` + ``coverage`` (the default): mean pairwise IoU of the spans clipped to the video,
+      which is 0 for any disjoint arrangement and so gives nothing for shrinking, plus the fraction
+      of the video no span covers, which zero-width spans maximise. Their joint minimum is a
+      tiling of the video. In a model they need ``GlanceFocusConfig.span_anchors`` (on for the
+      unsupervised setting): one shared span head over nearly identical fresh memory prompts moves
+      every span together, and coverage then makes every span the whole video.
+    - ``align`` (optional): each span pulled towards the span its prompt's glance attention covers
+      (a detached target), so spans could follow the content instead of a fixed tiling.
+
+    Chosen by experiment (docs/unsupervised.md, a small-scale ablation: 150 videos, 400 steps):
+    the reference term drove every span to zero width (class-agnostic span mIoU 0.000);
+    overlap + coverage without anchors made every span the whole video; with anchors the spans
+    tile the video (width 1/Q, mIoU 0.462, as much as ten fixed slots score) at no cost in answer
+    accuracy. ``align`` changed nothing at that scale (the glance attention stayed nearly uniform),
+    so it is not in the default.
+    """
 
     setting: Literal["sup", "uns"] = "sup"
     losses: tuple[str, ...] = ("qa", "cls", "l1")
     weights: dict[str, float] = field(
-        default_factory=lambda: {"qa": 1.0, "cls": 0.5, "l1": 0.5, "giou": 0.5, "cert": 1.0}
+        default_factory=lambda: {
+            "qa": 1.0,
+            "cls": 0.5,
+            "l1": 0.5,
+            "giou": 0.5,
+            "overlap": 0.5,
+            "coverage": 0.5,
+            "align": 0.5,
+            "cert": 1.0,
+        }
     )
     match_cost_class: float = 1.0
     match_cost_l1: float = 1.0
@@ -149,20 +207,27 @@ class LossConfig:
     """Supervise unmatched prompts as background (DETR). The reference supervises matched ones only."""
 
     def __post_init__(self) -> None:
-        allowed = {"sup": {"qa", "cls", "l1"}, "uns": {"qa", "cls", "giou", "cert"}}[self.setting]
+        allowed = {
+            "sup": {"qa", "cls", "l1"},
+            "uns": {"qa", "cls", "giou", "overlap", "coverage", "align", "cert"},
+        }[self.setting]
         bad = sorted(set(self.losses) - allowed)
         if bad:
             raise ValueError(f"losses {bad} do not exist in the {self.setting!r} setting ({sorted(allowed)})")
+        missing = sorted(set(self.losses) - set(self.weights))
+        if missing:
+            raise ValueError(f"losses {missing} have no weight")
         if self.match_cost_class == 0 and self.match_cost_l1 == 0:
             raise ValueError("the matcher needs a non-zero cost")
 
     @classmethod
     def unsupervised(cls, **overrides: Any) -> LossConfig:
-        return cls(setting="uns", losses=("qa", "cls", "giou", "cert"), **overrides)
+        """The corrected unsupervised criterion: ``qa``, ``cls``, ``overlap``, ``coverage``, ``cert``."""
+        return cls(**{"setting": "uns", "losses": UNSUPERVISED_LOSSES, **overrides})
 
     @classmethod
     def reference(cls, setting: Literal["sup", "uns"] = "sup") -> LossConfig:
-        """The reference code's criterion (matched-only class loss)."""
+        """The reference code's criterion: matched-only class loss; pairwise GIoU when unsupervised."""
         if setting == "uns":
-            return cls.unsupervised(unmatched_as_background=False)
+            return cls.unsupervised(losses=REFERENCE_UNSUPERVISED_LOSSES, unmatched_as_background=False)
         return cls(unmatched_as_background=False)

@@ -21,7 +21,7 @@ from glance_focus.data.features import FeatureStore
 from glance_focus.data.types import DatasetSplit
 from glance_focus.encoders import build_text_encoder, load_text_encoder
 from glance_focus.evidence import EVIDENCE_CHUNK_VIDEOS, answer_without_each_prompt
-from glance_focus.matcher import hungarian_match
+from glance_focus.matcher import EventTargets, hungarian_match
 from glance_focus.model import GlanceFocus
 from glance_focus.spans import spans_to_se, temporal_iou_se
 from glance_focus.text_features import TextFeatureCache, build_text_encoder_from_config
@@ -78,6 +78,9 @@ class EventQuality:
     """Fraction of ground-truth events whose matched prompt has IoU >= 0.5."""
     class_accuracy: float
     """Fraction of ground-truth events whose matched prompt predicts their class."""
+    span_miou_class_agnostic: float
+    """Mean temporal IoU when prompts are matched to events on their spans alone (L1 of start and
+    end), whatever the classes say: the measure for unsupervised models, whose classes are pseudo-classes."""
     num_events: int
     num_videos: int
 
@@ -90,6 +93,8 @@ class EvaluationResult:
     accuracy_by_type: dict[str, float]
     event_quality: EventQuality | None
     num_questions: int
+    span_mean_width: float | None = None
+    """Mean width of every memory prompt's span, clipped to the video, over the split's videos."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class EvaluationResult:
             "span_miou": quality.span_miou if quality else None,
             "span_recall_at_0.5": quality.recall_at_05 if quality else None,
             "event_class_accuracy": quality.class_accuracy if quality else None,
+            "span_miou_class_agnostic": quality.span_miou_class_agnostic if quality else None,
+            "span_mean_width": self.span_mean_width,
             "num_events": quality.num_events if quality else 0,
             "num_questions": self.num_questions,
             **self.extra,
@@ -148,7 +155,9 @@ def evaluate_split(
     )
     predictions: list[ExamplePrediction | None] = [None] * len(dataset)
     event_ious: list[float] = []
+    agnostic_ious: list[float] = []
     event_class_hits: list[bool] = []
+    widths: list[float] = []
     seen_videos: set[str] = set()
     done = 0
     for batch in loader:
@@ -172,6 +181,9 @@ def evaluate_split(
         order = out.sort_order.cpu()
         matching = hungarian_match(out.glance.event_logits, out.glance.spans, batch.targets)
         targets_se = spans_to_se(batch.targets.spans.cpu(), config.span_format)
+        clipped = spans_se.clamp(0, 1)
+        se_targets = EventTargets(batch.targets.labels.cpu(), targets_se, batch.targets.valid.cpu())
+        agnostic = hungarian_match(logits, clipped, se_targets, cost_class=0.0, cost_l1=1.0)
         for row, index in enumerate(batch.indices.tolist()):
             example = split.examples[index]
             probs = probabilities[row]
@@ -195,6 +207,10 @@ def evaluate_split(
             if example.clip_id in seen_videos:  # event quality counts each clip once
                 continue
             seen_videos.add(example.clip_id)
+            widths += (clipped[row, :, 1] - clipped[row, :, 0]).clamp(min=0).tolist()
+            pred_idx, tgt_idx = agnostic.pairs[row]
+            if len(tgt_idx):
+                agnostic_ious += temporal_iou_se(clipped[row, pred_idx], targets_se[row, tgt_idx]).diagonal().tolist()
             pred_idx, tgt_idx = matching.pairs[row]
             if len(tgt_idx):
                 iou = temporal_iou_se(spans_se[row, pred_idx], targets_se[row, tgt_idx]).diagonal()
@@ -205,7 +221,7 @@ def evaluate_split(
         if progress is not None:
             progress(done, len(dataset))
     final = [p for p in predictions if p is not None]
-    return summarize(final, split, event_ious, event_class_hits, len(seen_videos))
+    return summarize(final, split, event_ious, event_class_hits, len(seen_videos), agnostic_ious, widths)
 
 
 def summarize(
@@ -214,8 +230,13 @@ def summarize(
     event_ious: list[float],
     event_class_hits: list[bool],
     num_videos: int,
+    agnostic_ious: list[float],
+    widths: list[float],
 ) -> EvaluationResult:
-    """Metrics from per-question predictions and the per-event matches."""
+    """Metrics from per-question predictions, the per-event matches and every prompt's span width.
+
+    ``event_ious`` come from the class + span matching, ``agnostic_ious`` from matching on spans alone.
+    """
     answered = [p for p in predictions if p.answer is not None]
     by_type: dict[str, list[bool]] = defaultdict(list)
     for p in answered:
@@ -227,6 +248,7 @@ def summarize(
             span_miou=sum(event_ious) / len(event_ious),
             recall_at_05=sum(iou >= 0.5 for iou in event_ious) / len(event_ious),
             class_accuracy=sum(event_class_hits) / len(event_class_hits),
+            span_miou_class_agnostic=sum(agnostic_ious) / len(agnostic_ious),
             num_events=len(event_ious),
             num_videos=num_videos,
         )
@@ -236,6 +258,7 @@ def summarize(
         accuracy_by_type={t: sum(v) / len(v) for t, v in sorted(by_type.items())},
         event_quality=quality,
         num_questions=len(predictions),
+        span_mean_width=sum(widths) / len(widths) if widths else None,
     )
 
 

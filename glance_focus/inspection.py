@@ -735,7 +735,8 @@ class Overview:
     num_questions: int
     num_errors: int
     event_quality: dict[str, float] | None
-    """span mIoU, recall at IoU 0.5, matched class accuracy, number of events; None without ground truth."""
+    """span mIoU, recall at IoU 0.5, matched class accuracy, class-agnostic span mIoU (runs stored
+    before it existed lack it), number of events; None without ground truth."""
     by_type: list[GroupErrors]
     by_event_class: list[GroupErrors]
     by_num_events: list[GroupErrors]
@@ -746,7 +747,8 @@ def overview(run: InspectionRun) -> Overview:
     m = run.metrics
     quality = None
     if m.get("span_miou") is not None:
-        quality = {k: m[k] for k in ("span_miou", "span_recall_at_0.5", "event_class_accuracy", "num_events") if k in m}
+        names = ("span_miou", "span_recall_at_0.5", "event_class_accuracy", "span_miou_class_agnostic", "num_events")
+        quality = {k: m[k] for k in names if m.get(k) is not None}
     return Overview(
         accuracy=m["accuracy"],
         accuracy_by_type=dict(m["accuracy_by_type"]),

@@ -2,8 +2,10 @@
 
 - supervised: answer CE (``qa``), event-class CE over Hungarian-matched prompts (``cls``), span L1
   over matched prompts (``l1``);
-- unsupervised: answer CE (``qa``), semantic diversity (``cls``), temporal GIoU diversity
-  (``giou``), per-prompt certainty (``cert``).
+- unsupervised: answer CE (``qa``), semantic diversity (``cls``), per-prompt certainty (``cert``)
+  and temporal diversity: either the reference's pairwise GIoU (``giou``) or the corrected
+  pairwise overlap of clipped spans (``overlap``) plus coverage (``coverage``), optionally with each
+  span tied to its prompt's glance attention (``align``). :class:`LossConfig` says why.
 
 The model never computes its own loss: :class:`GlanceFocusCriterion` takes the model output.
 """
@@ -18,7 +20,13 @@ from torch import Tensor, nn
 
 from glance_focus.config import LossConfig
 from glance_focus.matcher import EventTargets, Matching, hungarian_match
-from glance_focus.spans import generalized_temporal_iou_se, spans_to_se
+from glance_focus.spans import (
+    attention_spans_se,
+    generalized_temporal_iou_se,
+    spans_to_se,
+    temporal_iou_se,
+    union_length_se,
+)
 
 _EPS = 1e-6
 
@@ -75,11 +83,65 @@ def semantic_diversity_loss(event_logits: Tensor) -> Tensor:
     return (mean_prob * torch.log(mean_prob + _EPS)).sum(-1).mean()
 
 
-def temporal_diversity_loss(spans: Tensor, span_format: str) -> Tensor:
-    """Mean pairwise GIoU between a video's predicted spans (upper triangle, mean over the full Q x Q)."""
+def pairwise_giou_loss(spans: Tensor, span_format: str) -> Tensor:
+    """The reference's temporal diversity ``[]``: mean pairwise GIoU of a video's spans ``[B, Q, 2]``.
+
+    Upper triangle, averaged over the full Q x Q. Kept exactly for reference compatibility, but it
+    collapses: for disjoint spans GIoU = -(gap / enclosing), which keeps falling as the spans
+    shrink, so the minimum is Q zero-width spans spread over the video.
+    """
     se = spans_to_se(spans.float(), span_format)
     giou = generalized_temporal_iou_se(se, se)  # (B, Q, Q)
     return torch.triu(giou, diagonal=1).mean(dim=(1, 2)).mean()
+
+
+def _clipped_se(spans: Tensor, span_format: str) -> Tensor:
+    """Spans ``[B, Q, 2]`` as (start, end) inside the video [0, 1], end >= start."""
+    se = spans_to_se(spans.float(), span_format).clamp(0, 1)
+    return torch.stack([se[..., 0], torch.maximum(se[..., 0], se[..., 1])], dim=-1)
+
+
+def pairwise_overlap_loss(spans: Tensor, span_format: str) -> Tensor:
+    """Mean IoU over the Q(Q-1)/2 pairs of a video's clipped spans ``[B, Q, 2]``, averaged over videos ``[]``.
+
+    Unlike GIoU it is exactly 0 for every disjoint arrangement, so it rewards separating spans
+    but never shrinking them.
+    """
+    se = _clipped_se(spans, span_format)
+    iou = temporal_iou_se(se, se)  # (B, Q, Q)
+    num = spans.shape[1]
+    if num < 2:
+        return iou.sum() * 0.0
+    upper = torch.triu(torch.ones(num, num, dtype=torch.bool, device=spans.device), diagonal=1)
+    return iou[:, upper].mean()
+
+
+def coverage_loss(spans: Tensor, span_format: str) -> Tensor:
+    """Fraction of the video ``[]`` that no clipped span ``[B, Q, 2]`` covers, averaged over videos.
+
+    Zero-width spans cover nothing, so this is what stops the collapse; with the overlap term its
+    minimum is any tiling of the video.
+    """
+    return (1 - union_length_se(_clipped_se(spans, span_format))).mean()
+
+
+def attention_alignment_loss(
+    spans: Tensor, span_format: str, prompt_to_frame: Tensor, frame_padding: Tensor | None
+) -> Tensor:
+    """L1 ``[]`` between each span ``[B, Q, 2]`` and the span its prompt's glance attention covers.
+
+    ``prompt_to_frame`` ``[B, Q, T]``; the target (:func:`attention_spans_se` over normalised frame
+    times) is detached: the span head learns to report where its prompt looks, without moving the
+    attention itself.
+    """
+    if frame_padding is None:
+        frame_padding = torch.zeros(prompt_to_frame.shape[0], prompt_to_frame.shape[2], dtype=torch.bool)
+    frame_padding = frame_padding.to(prompt_to_frame.device)
+    valid = (~frame_padding).sum(1, keepdim=True).clamp(min=1)  # (B, 1)
+    times = (torch.arange(frame_padding.shape[1], device=frame_padding.device)[None] + 0.5) / valid  # (B, T)
+    attention = prompt_to_frame.float().masked_fill(frame_padding[:, None, :], 0.0)
+    target = attention_spans_se(attention, times).detach()  # (B, Q, 2)
+    return F.l1_loss(_clipped_se(spans, span_format), target)
 
 
 def certainty_loss(event_logits: Tensor) -> Tensor:
@@ -93,7 +155,7 @@ class LossOutput:
     total: Tensor
     """Weighted sum of the terms (what to back-propagate)."""
     terms: dict[str, Tensor]
-    """Unweighted value of each term, keyed ``qa``/``cls``/``l1``/``giou``/``cert``."""
+    """Unweighted value of each term, keyed by its name in ``LossConfig.losses``."""
     matching: Matching | None
     """Hungarian assignment (supervised setting only)."""
 
@@ -113,10 +175,13 @@ class GlanceFocusCriterion(nn.Module):
         answer_logits: Tensor,
         answers: Tensor,
         targets: EventTargets | None = None,
+        prompt_to_frame: Tensor | None = None,
+        frame_padding: Tensor | None = None,
     ) -> LossOutput:
         """event_logits ``[B, Q, C+1]``, spans ``[B, Q, 2]``, answer_logits ``[B, O]``, answers ``[B]``.
 
-        ``targets`` (spans in the model's span format) are required in the supervised setting.
+        ``targets`` (spans in the model's span format) are required in the supervised setting;
+        ``prompt_to_frame`` ``[B, Q, T]`` (glance attention) and ``frame_padding`` ``[B, T]`` by ``align``.
         """
         cfg = self.config
         terms: dict[str, Tensor] = {}
@@ -139,7 +204,15 @@ class GlanceFocusCriterion(nn.Module):
                 assert targets is not None and matching is not None
                 terms[name] = span_l1_loss(spans, targets, matching)
             elif name == "giou":
-                terms[name] = temporal_diversity_loss(spans, self.span_format)
+                terms[name] = pairwise_giou_loss(spans, self.span_format)
+            elif name == "overlap":
+                terms[name] = pairwise_overlap_loss(spans, self.span_format)
+            elif name == "coverage":
+                terms[name] = coverage_loss(spans, self.span_format)
+            elif name == "align":
+                if prompt_to_frame is None:
+                    raise ValueError("the align term needs the glance attention (prompt_to_frame)")
+                terms[name] = attention_alignment_loss(spans, self.span_format, prompt_to_frame, frame_padding)
             elif name == "cert":
                 terms[name] = certainty_loss(event_logits)
         total = sum(cfg.weights[name] * value for name, value in terms.items())

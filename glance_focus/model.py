@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glance_focus.config import GlanceFocusConfig
+from glance_focus.config import GlanceFocusConfig, SpanFormat, SpanParametrization
+from glance_focus.spans import ordered_spans_se, span_se_to_cw
 from glance_focus.transformer import (
     DecoderLayer,
     EncoderLayer,
@@ -130,16 +131,42 @@ class TextResizer(nn.Module):
 
 
 class SpanHead(nn.Module):
-    """Three-layer MLP ``[..., D] -> [..., 2]`` followed by a sigmoid."""
+    """Three-layer MLP ``[..., Q, D] -> [..., Q, 2]``: a span in [0, 1] written in ``span_format``.
 
-    def __init__(self, d_model: int) -> None:
+    ``independent``: a sigmoid per number (the reference). ``ordered``: the two raw numbers become
+    (start, end) with start <= end by construction (:func:`ordered_spans_se`), then ``span_format``;
+    with ``num_anchors`` = Q, prompt q's raw numbers are offset so that zero means the q-th of Q
+    equal slots of the video.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        span_format: SpanFormat,
+        parametrization: SpanParametrization,
+        num_anchors: int | None = None,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList([nn.Linear(d_model, d_model), nn.Linear(d_model, d_model), nn.Linear(d_model, 2)])
+        self.span_format = span_format
+        self.parametrization = parametrization
+        anchors = torch.zeros(num_anchors or 1, 2)
+        if num_anchors:
+            slot = torch.arange(num_anchors, dtype=torch.float32)
+            start = slot / num_anchors  # slot q is [q/Q, (q+1)/Q]: start q/Q, then 1/(Q-q) of the rest
+            fraction = 1.0 / (num_anchors - slot)
+            anchors = torch.stack([start, fraction], dim=-1).clamp(1e-3, 1 - 1e-3).logit()
+        # Not saved: a function of Q, so checkpoints keep their keys.
+        self.register_buffer("anchors", anchors, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers[:-1]:
             x = F.relu(layer(x))
-        return self.layers[-1](x).sigmoid()
+        raw = self.layers[-1](x)
+        if self.parametrization == "independent":
+            return raw.sigmoid()
+        spans = ordered_spans_se(raw + self.anchors)  # (..., Q, 2); zero offsets without anchors
+        return span_se_to_cw(spans) if self.span_format == "cw" else spans
 
 
 def sine_time_encoding(times: Tensor, dim: int) -> Tensor:
@@ -189,7 +216,12 @@ class GlanceFocus(nn.Module):
             d,
         )
         self.class_head = nn.Linear(d, config.num_event_logits)
-        self.span_head = SpanHead(d)
+        self.span_head = SpanHead(
+            d,
+            config.span_format,
+            config.span_parametrization,
+            config.num_memory_prompts if config.span_anchors else None,
+        )
         if config.task == "multiple_choice":
             self.answer_head: nn.Module = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, 1))
         else:

@@ -9,6 +9,8 @@ prompt ``P{k+1}`` in temporal order (the order the focus stage reads them) in ev
 - :func:`timeline_figure`: frame thumbnails along the time axis, then one row per memory prompt
   with its predicted span as a bar coloured by event class, labelled with the class and its
   probability; background prompts (no event) are grey and faint. Side column: the legend.
+- :func:`compare_timeline_figure`: two (or more) models' timelines for one video and question,
+  stacked on one time axis under one thumbnail strip, each headed by the model's answer.
 - :func:`attention_figure`: glance attention of each memory prompt over the frames ``[Q, T]``,
   the answer query's attention over the frames ``[T]`` below it, and, in the side column, the
   focus stage's question-token → memory-prompt attention drawn with prompts as rows ``[Q, L]``
@@ -25,7 +27,7 @@ canvas that the caller owns, so figures can be drawn from many threads of a serv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -165,6 +167,49 @@ def _thumbnail_strip(ax: Axes, prediction: Prediction, duration: float) -> None:
     ax.set_ylim(0, 1)
 
 
+def _span_bars(
+    ax: Axes,
+    events: Sequence[PredictedSpan],
+    colour_of: Callable[[PredictedSpan], tuple[float, float, float, float]],
+    duration: float,
+    first_row: int = 0,
+) -> None:
+    """One bar per event on rows ``first_row, first_row + 1, ...``: its span, coloured by
+    ``colour_of`` (background grey, dashed and faint), labelled with the class and its probability."""
+    min_width = duration * 0.004
+    seconds_per_char = duration / TIME_WIDTH_IN * 0.075  # 8-point text is about 0.075 in per character
+    for offset, event in enumerate(events):
+        row = first_row + offset
+        start, end = sorted((event.start_s, event.end_s))
+        width = max(end - start, min_width)
+        if event.background:
+            face, edge, alpha, text_colour = BACKGROUND_COLOUR, BACKGROUND_COLOUR, 0.25, "#7a7a7a"
+        else:
+            face = edge = colour_of(event)
+            alpha, text_colour = 0.35 + 0.6 * event.score, "black"
+        ax.barh(
+            row,
+            width,
+            left=start,
+            height=0.68,
+            color=to_rgba(face, alpha),
+            edgecolor=edge,
+            linewidth=1.0,
+            linestyle="--" if event.background else "-",
+            label=f"P{offset + 1}",
+        )
+        text = f"{event.label} · {event.score:.0%}"
+        text_width = len(text) * seconds_per_char
+        if text_width < width * 0.95:
+            x, align = start + width / 2, "center"
+        elif end + text_width + duration * 0.01 < duration:
+            x, align = end + duration * 0.008, "left"
+        else:
+            x, align = start - duration * 0.008, "right"
+        style = "italic" if event.background else "normal"
+        ax.text(x, row, text, ha=align, va="center", fontsize=8, color=text_colour, style=style, clip_on=True)
+
+
 def timeline_figure(prediction: Prediction) -> Figure:
     """The event timeline: one row per memory prompt (temporal order), span bars coloured by
     event class with label and confidence, background prompts grey and faint, frame thumbnails
@@ -182,37 +227,7 @@ def timeline_figure(prediction: Prediction) -> Figure:
     thumbs_ax.set_xticklabels([])
     thumbs_ax.set_title("Event timeline: the event each memory prompt found", loc="left", fontsize=12)
 
-    min_width = duration * 0.004
-    seconds_per_char = duration / TIME_WIDTH_IN * 0.075  # 8-point text is about 0.075 in per character
-    for row, event in enumerate(events):
-        start, end = sorted((event.start_s, event.end_s))
-        width = max(end - start, min_width)
-        if event.background:
-            face, edge, alpha, text_colour = BACKGROUND_COLOUR, BACKGROUND_COLOUR, 0.25, "#7a7a7a"
-        else:
-            face = edge = colours[event.label_index]
-            alpha, text_colour = 0.35 + 0.6 * event.score, "black"
-        spans_ax.barh(
-            row,
-            width,
-            left=start,
-            height=0.68,
-            color=to_rgba(face, alpha),
-            edgecolor=edge,
-            linewidth=1.0,
-            linestyle="--" if event.background else "-",
-            label=f"P{row + 1}",
-        )
-        text = f"{event.label} · {event.score:.0%}"
-        text_width = len(text) * seconds_per_char
-        if text_width < width * 0.95:
-            x, align = start + width / 2, "center"
-        elif end + text_width + duration * 0.01 < duration:
-            x, align = end + duration * 0.008, "left"
-        else:
-            x, align = start - duration * 0.008, "right"
-        style = "italic" if event.background else "normal"
-        spans_ax.text(x, row, text, ha=align, va="center", fontsize=8, color=text_colour, style=style, clip_on=True)
+    _span_bars(spans_ax, events, lambda event: colours[event.label_index], duration)
     spans_ax.set_xlim(0, duration)
     _row_labels(spans_ax, rows)
     spans_ax.set_xlabel("time (s)")
@@ -220,12 +235,18 @@ def timeline_figure(prediction: Prediction) -> Figure:
     spans_ax.set_axisbelow(True)
 
     legend_ax = _side_axes(figure, BOTTOM_IN, rows * ROW_IN + 0.15 + THUMB_STRIP_IN)
-    legend_ax.axis("off")
     labels = {event.label_index: event.label for event in events}
-    handles = [Patch(facecolor=colour, label=labels[index]) for index, colour in colours.items()]
+    _class_legend(legend_ax, [(labels[index], colour) for index, colour in colours.items()])
+    return figure
+
+
+def _class_legend(ax: Axes, classes: Sequence[tuple[str, tuple[float, float, float, float]]]) -> None:
+    """The side column's legend: each (class name, colour), then background."""
+    ax.axis("off")
+    handles = [Patch(facecolor=colour, label=name) for name, colour in classes]
     handles.append(Patch(facecolor=to_rgba(BACKGROUND_COLOUR, 0.25), edgecolor=BACKGROUND_COLOUR, ls="--"))
     handles[-1].set_label("background (no event)")
-    legend_ax.legend(
+    ax.legend(
         handles=handles,
         loc="upper left",
         frameon=False,
@@ -234,6 +255,53 @@ def timeline_figure(prediction: Prediction) -> Figure:
         title_fontsize=8,
         alignment="left",
     )
+
+
+def compare_timeline_figure(predictions: Sequence[tuple[str, Prediction]]) -> Figure:
+    """Several models' answers to one question about one video, their timelines on one time axis.
+
+    ``predictions``: (model name, its prediction) pairs. Thumbnails of the first prediction that has
+    them on top; then, per model, a header row with its answer and probability and one row per
+    memory prompt (temporal order). Classes are coloured by name, so a class both models know has
+    one colour.
+    """
+    if not predictions:
+        raise ValueError("nothing to compare")
+    duration = max(duration_s(p) for _, p in predictions)
+    names = [e.label for _, p in predictions for e in sorted(p.events, key=lambda e: e.start_s) if not e.background]
+    colours = {name: to_rgba(CLASS_PALETTE[k % len(CLASS_PALETTE)]) for k, name in enumerate(dict.fromkeys(names))}
+    rows = sum(len(p.events) + 1 for _, p in predictions)
+    height = TOP_IN + THUMB_STRIP_IN + 0.15 + rows * ROW_IN + BOTTOM_IN
+    figure = _figure(height)
+
+    spans_ax = _time_axes(figure, BOTTOM_IN, rows * ROW_IN)
+    thumbs_ax = _time_axes(figure, BOTTOM_IN + rows * ROW_IN + 0.15, THUMB_STRIP_IN)
+    with_thumbnails = next((p for _, p in predictions if p.thumbnails is not None), predictions[0][1])
+    _thumbnail_strip(thumbs_ax, with_thumbnails, duration)
+    thumbs_ax.set_xlim(0, duration)
+    thumbs_ax.set_xticklabels([])
+    thumbs_ax.set_title("Event timelines of the compared models, on one time axis", loc="left", fontsize=12)
+
+    ticks: list[str] = []
+    row = 0
+    for name, prediction in predictions:
+        answer = f"{name} answers “{prediction.answer}” ({prediction.probabilities[prediction.answer_index]:.0%})"
+        spans_ax.axhspan(row - 0.5, row + 0.5, color="#eef0f6", zorder=0)
+        spans_ax.text(duration * 0.005, row, answer, ha="left", va="center", fontsize=9, weight="bold", clip_on=True)
+        ticks.append(name)
+        _span_bars(spans_ax, prediction.events, lambda event: colours[event.label], duration, first_row=row + 1)
+        ticks += [f"P{k + 1}" for k in range(len(prediction.events))]
+        row += len(prediction.events) + 1
+    spans_ax.set_xlim(0, duration)
+    spans_ax.set_yticks(range(rows), ticks, fontsize=9)
+    spans_ax.set_ylim(rows - 0.5, -0.5)
+    spans_ax.tick_params(axis="y", length=0)
+    spans_ax.set_xlabel("time (s)")
+    spans_ax.grid(axis="x", color="#e6e6e6", linewidth=0.6)
+    spans_ax.set_axisbelow(True)
+
+    legend_ax = _side_axes(figure, BOTTOM_IN, rows * ROW_IN + 0.15 + THUMB_STRIP_IN)
+    _class_legend(legend_ax, list(colours.items()))
     return figure
 
 

@@ -89,3 +89,53 @@ def generalized_temporal_iou_se(spans1: Tensor, spans2: Tensor) -> Tensor:
     enclosing = (right - left).clamp(min=0)
     penalty = torch.where(enclosing > 0, (enclosing - union) / enclosing.clamp(min=1e-12), torch.zeros_like(inter))
     return iou - penalty
+
+
+def union_length_se(spans: Tensor) -> Tensor:
+    """Total length covered by the union of (start, end) spans ``[..., N, 2]`` -> ``[...]``.
+
+    Sweep in order of start: each span adds what reaches past every earlier span's end.
+    Differentiable almost everywhere (sort and running maximum select, they do not mix).
+
+    >>> union_length_se(torch.tensor([[0.0, 0.3], [0.2, 0.5], [0.7, 0.8]]))
+    tensor(0.6000)
+    """
+    order = spans[..., 0].argsort(dim=-1)
+    ordered = torch.gather(spans, -2, order[..., None].expand_as(spans))  # [..., N, 2]
+    start, end = ordered.unbind(-1)
+    reach = end.cummax(dim=-1).values  # [..., N]: furthest end so far
+    before = torch.cat([torch.full_like(reach[..., :1], float("-inf")), reach[..., :-1]], dim=-1)
+    added = end - torch.maximum(start, before)
+    # ``where`` rather than ``clamp``: a zero-width span still gets the gradient that widens it.
+    return torch.where(added >= 0, added, torch.zeros_like(added)).sum(-1)
+
+
+def ordered_spans_se(raw: Tensor) -> Tensor:
+    """Unconstrained ``[..., 2]`` -> (start, end) with 0 <= start <= end <= 1.
+
+    start = sigmoid(raw_0); end = start + sigmoid(raw_1) * (1 - start): the second number is the
+    fraction of the remaining video the span takes, so the order can never flip.
+
+    >>> ordered_spans_se(torch.tensor([[0.0, 0.0]]))
+    tensor([[0.5000, 0.7500]])
+    """
+    start = raw[..., 0].sigmoid()
+    end = start + raw[..., 1].sigmoid() * (1 - start)
+    return torch.stack([start, end], dim=-1)
+
+
+def attention_spans_se(attention: Tensor, times: Tensor) -> Tensor:
+    """The span each row of an attention map covers: ``[..., Q, T]`` x frame times ``[..., T]`` -> ``[..., Q, 2]``.
+
+    Centre = attention-weighted mean time; half-width = sqrt(3) x the weighted standard deviation
+    (the half-width of a uniform distribution with that deviation); clipped to [0, 1].
+
+    >>> attention_spans_se(torch.tensor([[0.0, 0.5, 0.5, 0.0]]), torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    tensor([[0.2835, 0.7165]])
+    """
+    weights = attention / attention.sum(-1, keepdim=True).clamp(min=1e-12)
+    times = times.unsqueeze(-2)  # [..., 1, T]
+    mean = (weights * times).sum(-1)  # [..., Q]
+    std = (weights * (times - mean[..., None]) ** 2).sum(-1).clamp(min=0).sqrt()
+    half = std * 3**0.5
+    return torch.stack([mean - half, mean + half], dim=-1).clamp(0, 1)

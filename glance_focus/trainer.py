@@ -65,6 +65,9 @@ class TrainConfig:
     text_encoder: str = "minilm"
     text_max_length: int = 64
     num_frames: int = 32
+    pseudo_classes: int = 110
+    """Unsupervised setting: event classes of the event head (no labels train it; the reference keeps
+    110). The supervised setting uses the dataset's own classes."""
     batch_size: int = 64
     """Global batch size (split over processes)."""
     epochs: int = 10
@@ -237,10 +240,14 @@ def prepare(config: TrainConfig, device: torch.device) -> Experiment:
     features = _features_for(config, train)
     meta = features.metadata
     text_encoder = load_text_encoder(config.text_encoder, device="cpu", max_length=config.text_max_length)
+    if config.loss.setting == "sup" and not train.event_classes:
+        raise ValueError(
+            f"{config.dataset}/{config.train_split} has no event annotations: train it unsupervised (--setting uns)"
+        )
     model_config = dataclasses.replace(
         config.model,
         feature_dim=features.feature_dim,
-        num_event_classes=max(1, len(train.event_classes)),
+        num_event_classes=config.pseudo_classes if config.loss.setting == "uns" else len(train.event_classes),
         text_hidden_size=text_encoder.hidden_size,
         task=train.task,
         answer_vocab_size=len(train.answer_vocab or ()) if train.task == "open_ended" else 0,
@@ -277,7 +284,16 @@ def feature_statistics(data: VideoQADataset) -> tuple[torch.Tensor, torch.Tensor
     return mean.float(), std.float()
 
 
+def pseudo_class_names(count: int) -> tuple[str, ...]:
+    """Names of an unsupervised model's event classes: no label ever named them."""
+    return tuple(f"pseudo-class {i}" for i in range(count))
+
+
 def checkpoint_info(config: TrainConfig, exp: Experiment, metadata: dict[str, Any]) -> CheckpointInfo:
+    if config.loss.setting == "uns":
+        event_classes = pseudo_class_names(exp.model_config.num_event_classes)
+    else:
+        event_classes = tuple(exp.train.event_classes)
     return CheckpointInfo(
         model=exp.model_config,
         frame_encoder=exp.frame_encoder,
@@ -285,7 +301,7 @@ def checkpoint_info(config: TrainConfig, exp: Experiment, metadata: dict[str, An
         num_frames=config.num_frames,
         text_encoder=config.text_encoder,
         text_max_length=config.text_max_length,
-        event_classes=tuple(exp.train.event_classes) if exp.train.event_classes else ("event",),
+        event_classes=event_classes,
         answer_vocab=tuple(exp.train.answer_vocab) if exp.model_config.task == "open_ended" else None,
         metadata={"dataset": config.dataset, "setting": config.loss.setting, **config.metadata, **metadata},
     )
@@ -297,7 +313,15 @@ def _loss(
     text_hidden, text_padding = exp.text.encode(batch.sequences)
     out = model(batch.frames, batch.frame_padding, text_hidden.to(device), text_padding.to(device))
     targets = batch.targets if criterion.config.setting == "sup" else None
-    loss = criterion(out.glance.event_logits, out.glance.spans, out.focus.answer_logits, batch.answers, targets)
+    loss = criterion(
+        out.glance.event_logits,
+        out.glance.spans,
+        out.focus.answer_logits,
+        batch.answers,
+        targets,
+        prompt_to_frame=out.glance.prompt_to_frame,
+        frame_padding=batch.frame_padding,
+    )
     accuracy = (out.focus.answer_logits.argmax(-1) == batch.answers).float().mean().item()
     return loss.total, {k: v.item() for k, v in loss.terms.items()}, accuracy
 

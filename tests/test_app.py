@@ -127,7 +127,9 @@ def test_the_api_lists_predict_and_evidence_and_nothing_internal(served: Served)
     endpoints = served.client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert list(endpoints) == ["/predict", "/evidence"]
     for name in endpoints:
-        assert [p["parameter_name"] for p in endpoints[name]["parameters"]] == ["video", "question", "options"]
+        parameters = endpoints[name]["parameters"]
+        assert [p["parameter_name"] for p in parameters] == ["video", "question", "options", "model"]
+        assert parameters[-1]["parameter_has_default"], "clients that send three arguments keep working"
 
 
 def test_evidence_gives_the_effect_of_leaving_out_each_memory_prompt(served: Served) -> None:

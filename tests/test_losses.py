@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from glance_focus.config import LossConfig
-from glance_focus.losses import GlanceFocusCriterion, temporal_diversity_loss
+from glance_focus.losses import GlanceFocusCriterion, pairwise_giou_loss
 from glance_focus.matcher import EventTargets, hungarian_match
 
 
@@ -71,7 +71,7 @@ def test_unmatched_prompts_learn_background_only_when_asked() -> None:
 def test_temporal_diversity_prefers_disjoint_spans() -> None:
     same = torch.tensor([[[0.5, 0.2], [0.5, 0.2], [0.5, 0.2]]])
     spread = torch.tensor([[[0.1, 0.2], [0.5, 0.2], [0.9, 0.2]]])
-    assert temporal_diversity_loss(spread, "cw") < temporal_diversity_loss(same, "cw")
+    assert pairwise_giou_loss(spread, "cw") < pairwise_giou_loss(same, "cw")
 
 
 def test_loss_config_refuses_unknown_terms() -> None:
@@ -79,3 +79,109 @@ def test_loss_config_refuses_unknown_terms() -> None:
 
     with pytest.raises(ValueError, match="giou"):
         LossConfig(losses=("qa", "giou"))
+
+
+def _optimise_free_spans(config: LossConfig, ordered: bool, steps: int = 100) -> tuple[float, float]:
+    """Optimise free span parameters of 2 videos x 10 prompts under ``config``'s span terms alone.
+
+    Returns the final mean width and mean pairwise IoU of the spans clipped to the video.
+    """
+    from glance_focus.spans import ordered_spans_se, span_se_to_cw, spans_to_se, temporal_iou_se
+
+    batch, prompts = 2, 10
+    raw = torch.nn.Parameter(torch.randn(batch, prompts, 2, generator=torch.Generator().manual_seed(0)))
+    optimizer = torch.optim.Adam([raw], lr=0.1)
+    criterion = GlanceFocusCriterion(config, "cw")
+    span_terms = set(config.losses) & {"giou", "overlap", "coverage"}
+    assert span_terms
+    for _ in range(steps + 1):
+        spans = span_se_to_cw(ordered_spans_se(raw)) if ordered else raw.sigmoid()
+        out = criterion(
+            torch.zeros(batch, prompts, 3), spans, torch.zeros(batch, 2), torch.zeros(batch, dtype=torch.long)
+        )
+        loss = sum(config.weights[name] * out.terms[name] for name in span_terms)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    se = spans_to_se(spans.detach(), "cw").clamp(0, 1)
+    rows, cols = torch.triu_indices(prompts, prompts, offset=1)
+    iou = temporal_iou_se(se, se)[:, rows, cols]
+    return float((se[..., 1] - se[..., 0]).mean()), float(iou.mean())
+
+
+def test_default_temporal_diversity_cannot_collapse_and_the_reference_does() -> None:
+    """The collapse the reference's pairwise GIoU drives the span head into, on free parameters.
+
+    For disjoint spans GIoU = -gap / enclosing, which keeps falling as the spans shrink: the
+    reference criterion (independent sigmoids read as (center, width), as in its code) ends with
+    zero-width spans. The default (pairwise IoU of clipped spans + coverage, ordered spans) keeps
+    them about 1/Q wide and apart.
+    """
+    prompts = 10
+    width, iou = _optimise_free_spans(LossConfig.unsupervised(), ordered=True)
+    assert width > 0.5 / prompts
+    assert iou < 0.1
+    ref_width, _ = _optimise_free_spans(LossConfig.reference("uns"), ordered=False)
+    assert ref_width < 0.1 / prompts, "the reference term is documented to collapse spans to zero width"
+
+
+def test_overlap_and_coverage_score_tilings_best() -> None:
+    from glance_focus.losses import coverage_loss, pairwise_overlap_loss
+
+    tiling = torch.tensor([[[0.0, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]]])
+    points = torch.tensor([[[0.1, 0.1], [0.4, 0.4], [0.6, 0.6], [0.9, 0.9]]])
+    stacked = torch.tensor([[[0.0, 1.0]] * 4])
+    assert pairwise_overlap_loss(tiling, "se") == 0 and coverage_loss(tiling, "se") == 0
+    assert pairwise_overlap_loss(points, "se") == 0 and coverage_loss(points, "se") == 1
+    assert pairwise_overlap_loss(stacked, "se") == 1 and coverage_loss(stacked, "se") == 0
+
+
+def test_alignment_pulls_spans_towards_where_each_prompt_looks() -> None:
+    from glance_focus.losses import attention_alignment_loss
+
+    attention = torch.zeros(1, 2, 8)
+    attention[0, 0, :2] = 0.5  # prompt 0 looks at the first quarter
+    attention[0, 1, 6:] = 0.5  # prompt 1 at the last
+    matching = torch.tensor([[[0.05, 0.25], [0.75, 0.95]]])
+    swapped = matching.flip(1)
+    spans = swapped.clone().requires_grad_(True)
+    assert attention_alignment_loss(matching, "se", attention, None) < 0.05
+    loss = attention_alignment_loss(spans, "se", attention, None)
+    loss.backward()
+    assert spans.grad[0, 0, 0] > 0 and spans.grad[0, 1, 0] < 0  # start of prompt 0 moves left, 1's right
+
+
+def _optimise_shared_head(anchors: bool, steps: int = 60) -> tuple[float, float]:
+    """Train the model's span head alone under overlap + coverage, on 10 nearly identical prompt
+    states (as a freshly initialised glance stage gives them); mean width and pairwise IoU."""
+    from glance_focus.model import SpanHead
+    from glance_focus.spans import spans_to_se, temporal_iou_se
+
+    torch.manual_seed(0)
+    batch, prompts = 2, 10
+    head = SpanHead(16, "cw", "ordered", prompts if anchors else None)
+    states = torch.randn(1, 1, 16).expand(batch, prompts, 16) + 0.01 * torch.randn(batch, prompts, 16)
+    optimizer = torch.optim.Adam(head.parameters(), lr=2e-2)
+    criterion = GlanceFocusCriterion(LossConfig.unsupervised(), "cw")
+    for _ in range(steps):
+        spans = head(states)
+        out = criterion(
+            torch.zeros(batch, prompts, 3), spans, torch.zeros(batch, 2), torch.zeros(batch, dtype=torch.long)
+        )
+        loss = 0.5 * out.terms["overlap"] + 0.5 * out.terms["coverage"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    se = spans_to_se(spans.detach(), "cw")
+    rows, cols = torch.triu_indices(prompts, prompts, offset=1)
+    return float((se[..., 1] - se[..., 0]).mean()), float(temporal_iou_se(se, se)[:, rows, cols].mean())
+
+
+def test_a_shared_span_head_needs_anchors_to_keep_prompts_apart() -> None:
+    """What training showed (docs/unsupervised.md): one head over nearly identical prompts moves
+    every span together, so coverage wins and all spans become the whole video; with anchors the
+    prompts start in their own slots and keep them."""
+    width, iou = _optimise_shared_head(anchors=True)
+    assert width > 0.05 and iou < 0.1
+    collapsed_width, collapsed_iou = _optimise_shared_head(anchors=False)
+    assert collapsed_width > 0.9 and collapsed_iou > 0.9

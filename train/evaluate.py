@@ -7,9 +7,11 @@ A Hub checkpoint is downloaded into the Hugging Face cache on first use (offline
 
 Frame features come from the split's feature file made with the checkpoint's own frame encoder;
 when there is none they are extracted from the split's videos first (and cached under
-DATA/features/). Reports answer accuracy overall and per question type and, where ground-truth
-events exist, event quality (Hungarian-matched mean temporal IoU, recall at IoU 0.5, matched class
-accuracy). With --json the last stdout line is one JSON object. For a split without answers
+DATA/features/). Reports answer accuracy overall and per question type, the mean predicted span
+width and, where ground-truth events exist, event quality (Hungarian-matched mean temporal IoU,
+recall at IoU 0.5, matched class accuracy, and ``span_miou_class_agnostic``: the mean IoU when
+prompts are matched on their spans alone, the measure for unsupervised models whose classes are
+pseudo-classes). With --json the last stdout line is one JSON object. For a split without answers
 (STAR test) it writes the leaderboard submission JSON instead.
 """
 
@@ -81,9 +83,12 @@ def evaluate(args: argparse.Namespace) -> int:
         if summary["span_miou"] is not None:
             print(
                 f"event span mIoU {summary['span_miou']:.4f}, R@0.5 {summary['span_recall_at_0.5']:.4f}, "
-                f"class acc {summary['event_class_accuracy']:.4f}",
+                f"class acc {summary['event_class_accuracy']:.4f}, "
+                f"class-agnostic mIoU {summary['span_miou_class_agnostic']:.4f}",
                 file=sys.stderr,
             )
+        if summary["span_mean_width"] is not None:
+            print(f"mean predicted span width {summary['span_mean_width']:.4f}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     return 0

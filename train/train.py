@@ -19,8 +19,6 @@ from glance_focus.config import GlanceFocusConfig, LossConfig
 from glance_focus.data.registry import DATASETS
 from glance_focus.trainer import TrainConfig, train
 
-SETTING_LOSSES = {"sup": ("qa", "cls", "l1"), "uns": ("qa", "cls", "giou", "cert")}
-
 
 def parse_weights(items: list[str]) -> dict[str, float]:
     weights = {}
@@ -30,6 +28,24 @@ def parse_weights(items: list[str]) -> dict[str, float]:
             raise argparse.ArgumentTypeError(f"--loss-weights takes NAME=VALUE pairs, got {item!r}")
         weights[name] = float(value)
     return weights
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse combinations that cannot train, before any data is read."""
+    if args.reference_compat and args.span_anchors == "on":
+        parser.error("--span-anchors on is not part of the reference; drop it or --reference-compat")
+    if args.reference_compat and args.setting == "uns" and args.span_format == "se":
+        parser.error(
+            "--reference-compat --setting uns reads spans as (center, width), as the reference's "
+            "unsupervised loss does; drop --span-format se or --reference-compat"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,10 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--span-format", choices=["se", "cw"], help="default: se (sup), cw (uns)")
     model.add_argument("--temporal-position", choices=["sine", "none"], default="sine")
     model.add_argument("--separate-mla-attention", action="store_true", help="own modules for MLA steps 1-2")
-    model.add_argument("--reference-compat", action="store_true", help="replicate the reference code exactly")
+    model.add_argument(
+        "--reference-compat",
+        action="store_true",
+        help="replicate the reference code exactly: its model switches and its losses "
+        "(matched-only class loss; pairwise GIoU when unsupervised) unless --losses is given",
+    )
+    model.add_argument(
+        "--span-anchors",
+        choices=["on", "off"],
+        help="offset each memory prompt's span head to its own slot of the video "
+        "(default: on for --setting uns, off for sup and under --reference-compat)",
+    )
+    model.add_argument(
+        "--pseudo-classes",
+        type=positive_int,
+        default=110,
+        help="unsupervised setting: event classes of the event head, which no label trains (default 110)",
+    )
     loss = p.add_argument_group("loss")
     loss.add_argument("--setting", choices=["sup", "uns"], default="sup")
-    loss.add_argument("--losses", nargs="+", help="default: qa cls l1 (sup) / qa cls giou cert (uns)")
+    loss.add_argument(
+        "--losses",
+        nargs="+",
+        help="default: qa cls l1 (sup) / qa cls overlap coverage cert (uns; the reference: qa cls giou cert); "
+        "'align' ties each span to its prompt's glance attention",
+    )
     loss.add_argument("--loss-weights", nargs="+", default=[], metavar="NAME=W", help="e.g. cls=0.5 l1=0.5")
     loss.add_argument("--matched-only-class-loss", action="store_true", help="reference: no background target")
     loss.add_argument("--background-weight", type=float, default=0.1)
@@ -83,16 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    losses = tuple(args.losses or SETTING_LOSSES[args.setting])
-    weights = {**LossConfig().weights, **parse_weights(args.loss_weights)}
-    loss = LossConfig(
+def loss_from_args(args: argparse.Namespace) -> LossConfig:
+    """The criterion: the reference's under --reference-compat, else the corrected one; flags override."""
+    if args.reference_compat:
+        base = LossConfig.reference(args.setting)
+    else:
+        base = LossConfig.unsupervised() if args.setting == "uns" else LossConfig()
+    losses = tuple(args.losses) if args.losses else base.losses
+    return LossConfig(
         setting=args.setting,
         losses=losses,
-        weights=weights,
+        weights={**base.weights, **parse_weights(args.loss_weights)},
         background_weight=args.background_weight,
-        unmatched_as_background=not args.matched_only_class_loss,
+        unmatched_as_background=base.unmatched_as_background and not args.matched_only_class_loss,
     )
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    loss = loss_from_args(args)
     model = GlanceFocusConfig(
         d_model=args.d_model,
         num_heads=args.heads,
@@ -105,6 +151,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         span_format=args.span_format or ("se" if args.setting == "sup" else "cw"),
         temporal_position=args.temporal_position,
         share_mla_attention=not args.separate_mla_attention,
+        span_anchors=(args.span_anchors or ("on" if args.setting == "uns" else "off")) == "on",
     )
     if args.reference_compat:
         model = model.reference_compat()
@@ -121,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         text_encoder=args.text_encoder,
         text_max_length=args.text_max_length,
         num_frames=args.num_frames,
+        pseudo_classes=args.pseudo_classes,
         batch_size=args.batch_size,
         epochs=args.epochs,
         max_steps=args.max_steps,
@@ -141,7 +189,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     try:
         config = config_from_args(args)
     except ValueError as exc:

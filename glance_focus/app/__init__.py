@@ -6,6 +6,7 @@
 - :mod:`~glance_focus.app.examples`: the example videos and their output cache
 - :mod:`~glance_focus.app.messages`: text shown to a person
 - :mod:`~glance_focus.app.answering`: one question, from the page or the API, to a prediction
+- :mod:`~glance_focus.app.compare`: two models on one video and question (the demo tab's compare mode)
 - :mod:`~glance_focus.app.demo_tab`: the "Ask a question" tab
 - :mod:`~glance_focus.app.inspect_tab`: the Inspect tab
 - :mod:`~glance_focus.app.api`: the ``/predict`` endpoint

@@ -1,6 +1,7 @@
 """The "Ask a question" tab: video, question, options, model and frames in; the answer, the event
 timeline, the evidence (what the answer rests on, and a time range to hide), the memory-prompt
-attention and the timings out; cached examples under the inputs."""
+attention and the timings out; cached examples under the inputs; and, when the server offers
+several models, a compare mode (:mod:`~glance_focus.app.compare`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import gradio as gr
 from matplotlib.figure import Figure
 
 from glance_focus.app.answering import Answerer
+from glance_focus.app.compare import Comparer
 from glance_focus.app.examples import Example, examples_cache_folder, examples_cache_key, examples_cache_root
 from glance_focus.app.messages import frame_control, model_summary, timings_markdown
 from glance_focus.app.models import Models
@@ -204,6 +206,52 @@ def build_demo_tab(models: Models, examples: Sequence[Example]) -> None:
         "rows' labels say). Bottom: where the answer query looked. Focus maps come from the decoder layer the "
         "answer is read from.",
         elem_classes="figure-help",
+    )
+
+    other_models = [name for name in models.choices if name != models.default]
+    with gr.Accordion("Compare two models", open=True, visible=bool(other_models), elem_id="compare-box"):
+        gr.Markdown(
+            "The model chosen above and a second one answer the same video and question: both answers, "
+            "each option's probability under each model, and both event timelines on one time axis.",
+            elem_classes="figure-help",
+        )
+        with gr.Row():
+            compare_model = gr.Dropdown(
+                choices=list(models.choices),
+                value=other_models[0] if other_models else None,
+                label="Compare with",
+                elem_id="compare-model",
+                scale=3,
+            )
+            compare_button = gr.Button("Compare", elem_id="compare-submit", scale=1)
+        with gr.Row(equal_height=False):
+            compare_summary = gr.Markdown(elem_id="compare-summary")
+            compare_table = gr.Dataframe(
+                headers=["option", "model A", "model B", "chosen by"],
+                interactive=False,
+                label="Option probabilities under each model",
+                elem_id="compare-table",
+            )
+        compare_plot = gr.Plot(label="Both event timelines", format="png", elem_id="compare-timeline")
+    comparer = Comparer(answerer)
+
+    def compare_fn(
+        video_path: str | None,
+        question_text: str,
+        options_text: str,
+        model_a: str | None,
+        model_b: str | None,
+        frames: float,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (gradio's way to ask for progress)
+    ) -> tuple[str, dict[str, Any], Figure]:
+        return comparer(video_path, question_text, options_text, model_a, model_b, frames, progress)
+
+    compare_button.click(
+        compare_fn,
+        inputs=[video, question, options, model, compare_model, num_frames],
+        outputs=[compare_summary, compare_table, compare_plot],
+        api_visibility="private",
+        concurrency_id="inference",
     )
 
     gr.on(

@@ -1,6 +1,8 @@
 """The Inspect tab: a model over a whole dataset split (library: :mod:`glance_focus.inspection`),
 accuracy per question type, the wrong answers (also: those resting on no ground-truth event), one
-question in detail with its evidence, exports."""
+question in detail with its evidence, exports; and a second model's run over the same split beside
+it (library: :mod:`glance_focus.comparison`): accuracy per type for each, and the questions on
+which they disagree."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import gradio as gr
 from glance_focus.app.messages import model_summary
 from glance_focus.app.models import ModelChoice, Models
 from glance_focus.app.zerogpu import zero_gpu
+from glance_focus.comparison import RunComparison, by_type_table, compare_runs, filter_pairs, pairs_table
 from glance_focus.inspection import (
     TABLE_COLUMNS,
     DataSource,
@@ -49,6 +52,7 @@ EVENT_QUALITY_NAMES = {
     "span_miou": "event span mIoU",
     "span_recall_at_0.5": "event recall at IoU 0.5",
     "event_class_accuracy": "matched event class accuracy",
+    "span_miou_class_agnostic": "event span mIoU, matched on spans alone",
     "num_events": "ground-truth events",
 }
 
@@ -311,6 +315,68 @@ class Inspector:
             evidence_figure(evidence) if evidence is not None else None,
         )
 
+    # -- a second model over the same split
+
+    def comparison(self, key: Sequence[str] | None, key_b: Sequence[str] | None) -> RunComparison:
+        """The run shown (``key``) paired with the second model's run (``key_b``)."""
+        if not key_b:
+            raise gr.Error("Press Compare first.")
+        run_a, run_b = self.get_run(key), self.get_run(key_b)
+        assert key is not None  # get_run refused anything else
+        with _user_errors("pairing two runs"):
+            return compare_runs(run_a, run_b, str(key[0]), str(key_b[0]))
+
+    def compare(
+        self, key: Sequence[str] | None, model_b: str | None, progress: gr.Progress | None = None
+    ) -> tuple[Any, ...]:
+        """Run ``model_b`` over the split of the run shown (or reopen it) and pair the two: its state
+        key, a summary, accuracy per type for each, the type filter, the pairs, their count."""
+        run_a = self.get_run(key)
+        assert key is not None
+        model_a, dataset, split = (str(k) for k in key)
+        if model_b == model_a:
+            raise gr.Error("Choose another model to compare with.")
+        choice, source = self._resolve(model_b, dataset, split)
+        with _user_errors("comparing"):
+            run_b = run_inspection(
+                choice.path, source.dataset, source.root, split, self.cache_dir, progress, device=self.device
+            )
+            comparison = compare_runs(run_a, run_b, model_a, choice.name)
+        key_b = [choice.name, source.name, split]
+        self._remember((key_b[0], key_b[1], key_b[2]), run_b)
+        headers, rows = by_type_table(comparison)
+        summary = (
+            f"**{model_a}** and **{choice.name}** on **{dataset} / {split}**: they answer "
+            f"{len(comparison.disagreements)} of {len(comparison.pairs)} questions differently."
+        )
+        return (
+            key_b,
+            summary,
+            {"headers": headers, "data": rows},
+            gr.update(choices=[("all", ALL), *run_a.question_types], value=ALL),
+            *self._pair_listing(comparison, comparison.disagreements),
+        )
+
+    def compare_filter(
+        self,
+        key: Sequence[str] | None,
+        key_b: Sequence[str] | None,
+        disagree_only: bool = True,
+        question_type: str | None = ALL,
+    ) -> tuple[Any, ...]:
+        """The pairs table and its count for the filters."""
+        comparison = self.comparison(key, key_b)
+        pairs = filter_pairs(comparison.pairs, disagree_only=bool(disagree_only), question_type=question_type or None)
+        return self._pair_listing(comparison, pairs)
+
+    @staticmethod
+    def _pair_listing(comparison: RunComparison, pairs: Sequence[Any]) -> tuple[Any, ...]:
+        headers, rows = pairs_table(comparison, pairs)
+        count = (
+            f"{len(pairs)} of {len(comparison.pairs)} questions ({len(comparison.disagreements)} answered differently)"
+        )
+        return {"headers": headers, "data": rows}, count
+
     def export(self, key: Sequence[str] | None, suffix: str, *filters: Any) -> str:
         """The filtered rows written as ``.csv`` or ``.json`` in a fresh folder of the app."""
         if suffix not in (".csv", ".json"):
@@ -357,6 +423,36 @@ def build_inspect_tab(models: Models, inspector: Inspector) -> None:
         with gr.Column(scale=5):
             accuracy_plot = gr.Plot(label="Accuracy per question type", format="png", elem_id="inspect-accuracy")
     errors_plot = gr.Plot(label="Where the errors are", format="png", elem_id="inspect-errors")
+
+    others = list(models.choices)[1:]
+    key_b = gr.State(None)
+    with gr.Accordion("Compare with another model", open=False, visible=bool(others), elem_id="inspect-compare"):
+        gr.Markdown(
+            "Run a second model over the same split (stored like any run): accuracy per question type for "
+            "each, and the questions on which they answer differently. Click a row to open the question below."
+        )
+        with gr.Row():
+            compare_model = gr.Dropdown(
+                list(models.choices),
+                value=others[0] if others else None,
+                label="Second model",
+                elem_id="inspect-compare-model",
+            )
+            compare_button = gr.Button("Compare", elem_id="inspect-compare-run", scale=0, min_width=120)
+        compare_summary = gr.Markdown(elem_id="inspect-compare-summary")
+        compare_by_type = gr.Dataframe(
+            headers=["question type", "questions", "accuracy A", "accuracy B", "answers differ"],
+            label="Accuracy per question type, each model",
+            interactive=False,
+            elem_id="inspect-compare-by-type",
+        )
+        with gr.Row():
+            disagree_only = gr.Checkbox(
+                value=True, label="Only questions where they disagree", elem_id="inspect-compare-disagree"
+            )
+            compare_type = gr.Dropdown([("all", ALL)], value=ALL, label="Question type", elem_id="inspect-compare-type")
+        compare_count = gr.Markdown(elem_id="inspect-compare-count")
+        compare_rows = gr.Dataframe(interactive=False, max_height=360, wrap=True, elem_id="inspect-compare-table")
 
     gr.Markdown("### Questions")
     with gr.Row():
@@ -449,6 +545,28 @@ def build_inspect_tab(models: Models, inspector: Inspector) -> None:
         api_visibility="private",
         trigger_mode="always_last",
     )
+
+    def compare_fn(state, model_b, progress: gr.Progress = gr.Progress()):  # noqa: B008
+        """Compare, then show only the disagreements of every type."""
+        return (*inspector.compare(state, model_b, progress), True)
+
+    compare_button.click(
+        compare_fn,
+        [key, compare_model],
+        [key_b, compare_summary, compare_by_type, compare_type, compare_rows, compare_count, disagree_only],
+        api_visibility="private",
+        concurrency_id="inspection",
+        concurrency_limit=1,
+    )
+    gr.on(
+        [disagree_only.change, compare_type.change],
+        inspector.compare_filter,
+        [key, key_b, disagree_only, compare_type],
+        [compare_rows, compare_count],
+        api_visibility="private",
+        trigger_mode="always_last",
+    )
+    compare_rows.select(inspector.selected_id, None, question_id, api_visibility="private", queue=False)
 
     def export_csv(state, *values):
         return inspector.export(state, ".csv", *values)
