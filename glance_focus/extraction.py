@@ -101,7 +101,8 @@ class _DecodeDataset(Dataset):
     """Decodes one clip per item in a DataLoader worker: (clip id, frames uint8 [N,H,W,3] or error).
 
     ``clips``: decode every clip of the video (or window) instead, for clip encoders (S3D);
-    ``num_frames`` then does not apply.
+    ``num_frames`` then does not apply. ``decoder_threads``: FFmpeg threads for uniform frames (0:
+    every core); clip sampling keeps FFmpeg's choice.
     """
 
     def __init__(

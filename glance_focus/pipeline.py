@@ -402,7 +402,8 @@ class Predictor:
 
         ``encode_while_decoding``: also encode uniform frames, each while the later ones are still
         being decoded (features, no frames, in the result); only where this process may use the
-        encoder's device (not on ZeroGPU).
+        encoder's device (not on ZeroGPU). Clip sampling has no stream, so a clip model falls back
+        to decode-then-encode: its frames are returned and encoded afterwards.
         """
         clips = self.info.sampling.clips(self.info.num_frames) if self.info.sampling.is_clips else None
         num_frames = num_frames or self.info.num_frames

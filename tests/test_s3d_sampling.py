@@ -283,6 +283,26 @@ def test_s3d_predictor_reads_clips_and_pads_rows_like_the_star_loader(
         assert same == (name == "corrected"), name
 
 
+def test_s3d_prepare_decodes_then_encodes_clips_and_caches_them_by_clip_sampling(
+    s3d_checkpoints: dict[str, Path], bunny: Path, bunny_s3d_features: torch.Tensor, tmp_path: Path
+) -> None:
+    """Clip sampling has no frame stream: prepare(encode_while_decoding=True) falls back to decoding
+    every clip and returning the frames; video_features then encodes them (the recipe's features,
+    both steps timed); a warmed-up predictor pays no start-up; the cache keys them by the clip sampling."""
+    predictor = Predictor(s3d_checkpoints["corrected"], device="cpu", cache_dir=tmp_path)
+    predictor.warm_up(first_calls=True)
+    prepared = predictor.prepare(bunny, encode_while_decoding=True)
+    assert prepared.features is None and prepared.frames is not None and len(prepared.frames) == 5 * 16
+    assert np.allclose(prepared.timestamps_s, np.arange(5) + 0.5)
+    features, times, _, _, timings = predictor.video_features(bunny)
+    assert torch.allclose(features, bunny_s3d_features, atol=1e-5) and np.allclose(times, np.arange(5) + 0.5)
+    assert timings.probe_decode > 0 and timings.image_encoder > 0
+    assert timings.start_up == 0 and not timings.feature_cache_hit
+    hit = predictor.prepare(bunny, num_frames=3)  # num_frames does not change a clip model's key
+    assert hit.timings.feature_cache_hit and torch.equal(hit.features, features)
+    assert hit.cache_key is not None and hit.cache_key.sampling == "clips16x16c224max8"
+
+
 def test_s3d_predictor_spreads_rows_over_a_longer_video(
     s3d_checkpoints: dict[str, Path], bunny_s3d_features: torch.Tensor
 ) -> None:
