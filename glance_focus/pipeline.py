@@ -590,19 +590,13 @@ class Predictor:
         except torch.OutOfMemoryError as error:
             return self._out_of_memory(error).predict_features(features, question, options, **kwargs)
 
-    @torch.no_grad()
-    def _predict_features(
-        self,
-        features: torch.Tensor,
-        question: str,
-        options: list[str] | None,
-        *,
-        duration_s: float,
-        frame_times_s: np.ndarray | None,
-        top_k: int,
-    ) -> Prediction:
-        question, options = check_question(question, options, self.task)
-        start_up = self._start_up(text=True)
+    def _fit_features(
+        self, features: torch.Tensor, duration_s: float, frame_times_s: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
+        """Frame features ``[T, F]`` as the model reads them: checked, and for a clip model (S3D) fitted
+        to the checkpoint's row count (see :meth:`predict_features`). Returns the features ``[T', F]``,
+        their padding ``[1, T']`` on the model's device (None when nothing is padded) and the times in
+        seconds of the real rows ``[T'']`` (uniform over ``duration_s`` when not given)."""
         features = torch.as_tensor(features, dtype=torch.float32)
         if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
             raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
@@ -618,16 +612,38 @@ class Predictor:
         num_frames = features.shape[0] if frame_padding is None else int((~frame_padding).sum())
         if frame_times_s is None:
             frame_times_s = (np.arange(num_frames) + 0.5) / num_frames * duration_s
+        return features, frame_padding, np.asarray(frame_times_s, dtype=np.float64)
+
+    def _encode_question(self, sequences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states ``[1, O, L, H]`` and padding ``[1, O, L]`` of one question's sequences, in one
+        padded batch (what a reference-compatible model's answer depends on); too long: InputError."""
+        try:
+            return self.text.encode([sequences])
+        except TextTooLongError as error:
+            raise InputError(str(error)) from error
+
+    @torch.no_grad()
+    def _predict_features(
+        self,
+        features: torch.Tensor,
+        question: str,
+        options: list[str] | None,
+        *,
+        duration_s: float,
+        frame_times_s: np.ndarray | None,
+        top_k: int,
+    ) -> Prediction:
+        question, options = check_question(question, options, self.task)
+        start_up = self._start_up(text=True)
+        features, frame_padding, frame_times_s = self._fit_features(features, duration_s, frame_times_s)
+        num_frames = len(frame_times_s)
         # One video's question is tens of tokens and the model a few small layers: on the CPU a
         # second thread only adds synchronisation (measured: 14 ms on one thread, 30 ms on two).
         single = intra_op_threads(1) if self.device.type == "cpu" else contextlib.nullcontext()
         t0 = time.perf_counter()
         sequences = question_sequences(question, options)
         with single:
-            try:  # one question per padded batch: what a reference-compatible model's answer depends on
-                text_hidden, text_padding = self.text.encode([sequences])
-            except TextTooLongError as error:
-                raise InputError(str(error)) from error
+            text_hidden, text_padding = self._encode_question(sequences)
             t1 = time.perf_counter()
             out = self.model(
                 features[None].to(self.device),
@@ -752,11 +768,7 @@ class Predictor:
     ) -> Evidence:
         """:meth:`evidence` from precomputed frame features ``[T, F]`` (as :meth:`predict_features`)."""
         question, options = check_question(question, options, self.task)
-        features = torch.as_tensor(features, dtype=torch.float32)
-        if features.dim() != 2 or features.shape[1] != self.model.config.feature_dim:
-            raise InputError(f"features must be [T, {self.model.config.feature_dim}], got {tuple(features.shape)}")
-        if frame_times_s is None:
-            frame_times_s = (np.arange(features.shape[0]) + 0.5) / features.shape[0] * duration_s
+        features, frame_padding, frame_times_s = self._fit_features(features, duration_s, frame_times_s)
         hidden = None
         if hide is not None:
             try:
@@ -768,8 +780,15 @@ class Predictor:
                     else "Give the time range to hide as (start, end)."
                 )
                 raise InputError(message) from None
-        text_hidden, text_padding = self.text.encode([question_sequences(question, options)])
-        inputs = (features[None].to(self.device), None, text_hidden.to(self.device), text_padding.to(self.device))
+            padding_rows = features.shape[0] - len(frame_times_s)  # a clip model's appended zero rows
+            hidden = torch.cat([hidden, hidden.new_zeros(padding_rows)])
+        text_hidden, text_padding = self._encode_question(question_sequences(question, options))
+        inputs = (
+            features[None].to(self.device),
+            frame_padding,
+            text_hidden.to(self.device),
+            text_padding.to(self.device),
+        )
         result = leave_one_out(self.model, *inputs)
         probabilities, without = result.probabilities[0].cpu(), result.without[0].cpu()
         if options:

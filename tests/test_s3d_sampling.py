@@ -281,6 +281,10 @@ def test_s3d_predictor_reads_clips_and_pads_rows_like_the_star_loader(
             unpadded = predictor.model(bunny_s3d_features[None], None, text_hidden, text_padding)
         same = np.allclose(unpadded.focus.answer_logits[0].softmax(-1).tolist(), prediction.probabilities, atol=1e-6)
         assert same == (name == "corrected"), name
+        # The evidence reads the same rows, padding included, as the answer it explains.
+        evidence = predictor.evidence(bunny, question, options, hide=(1.0, 3.0))
+        assert np.allclose(evidence.probabilities, prediction.probabilities, atol=1e-5), name
+        assert evidence.hidden is not None and evidence.hidden.frames_hidden == 2  # the rows at 1.5 and 2.5 s
 
 
 def test_s3d_prepare_decodes_then_encodes_clips_and_caches_them_by_clip_sampling(
