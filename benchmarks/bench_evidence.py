@@ -1,11 +1,12 @@
 """Cost of the counterfactual evidence: the batched leave-one-out against one model forward.
 
-    python benchmarks/bench_evidence.py [--checkpoint DIR] [--threads N] [--repeats 30]
+    python benchmarks/bench_evidence.py [--checkpoint DIR] [--threads N [N ...]] [--repeats 30]
 
 With the bundled model (Q = 10 memory prompts, 24 frames) and a bundled example question with its
-four options, all on the CPU in fp32, with the same torch thread count and all under
-``torch.inference_mode``, it measures (one warm-up round, then medians of interleaved rounds, so
-that load on the machine hits every figure alike):
+four options, all on the CPU in fp32 and under ``torch.inference_mode``, it measures at each torch
+thread count (by default 1, 2, 4, ... up to torch's default, which is what the app runs with; one
+warm-up round, then medians of interleaved rounds, so that load on the machine hits every figure
+alike):
 - forward_s: one model forward, glance -> sort -> focus, as a prediction runs it (with the
   attention maps the plots show);
 - forward_without_maps_s: the same forward with an answer-only focus (``need_attention=False``),
@@ -13,8 +14,9 @@ that load on the machine hits every figure alike):
 - leave_one_out_s: :func:`glance_focus.evidence.answer_without_each_prompt` on that forward's glance
   output: the Q answers without each prompt in one batched, answer-only focus pass (Q x O sequences);
 - sequential_s: the same Q answers from Q separate answer-only focus calls (what batching saves).
-It prints ``leave_one_out_s / forward_s`` (target <= 2), the machine's load average over the
-measurement, and, as the last line, one JSON object.
+Both sides of a ratio run with the same thread count. It prints one row per thread count with
+``leave_one_out_s / forward_s`` (target <= 2), the machine's load average over the measurement,
+and, as the last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -53,11 +55,18 @@ def interleaved_medians(tasks: dict[str, Callable[[], object]], repeats: int) ->
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=BUNDLED)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every figure (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        help="torch CPU thread counts to measure at (default: 1, 2, 4, ... up to torch's default)",
+    )
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    torch.set_num_threads(args.threads)
+    thread_counts = args.threads or doubling_up_to(torch.get_num_threads())
+    if min(thread_counts) < 1:
+        parser.error("--threads must be at least 1")
 
     from glance_focus.checkpoint import load_checkpoint
     from glance_focus.evaluation import checkpoint_text_features
@@ -95,30 +104,40 @@ def main(argv: list[str] | None = None) -> None:
                     need_attention=False,
                 )
 
-        load_before = os.getloadavg()[0]
-        medians = interleaved_medians(
-            {
-                "forward": lambda: model(frames, None, text_hidden, text_padding),
-                "forward_without_maps": forward_without_maps,
-                "leave_one_out": lambda: answer_without_each_prompt(
-                    model, frames, None, prompts, text_hidden, text_padding
-                ),
-                "sequential": sequential,
-            },
-            args.repeats,
+        tasks = {
+            "forward": lambda: model(frames, None, text_hidden, text_padding),
+            "forward_without_maps": forward_without_maps,
+            "leave_one_out": lambda: answer_without_each_prompt(
+                model, frames, None, prompts, text_hidden, text_padding
+            ),
+            "sequential": sequential,
+        }
+        rows = []
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            load_before = os.getloadavg()[0]
+            medians = interleaved_medians(tasks, args.repeats)
+            rows.append(row_for(threads, medians, (load_before, os.getloadavg()[0])))
+
+    print(
+        f"Q = {num_prompts} memory prompts, {text_hidden.shape[1]} options, {frames.shape[1]} frames, fp32, "
+        f"{platform.processor() or platform.machine()} with {os.cpu_count()} CPUs; medians of {args.repeats} rounds"
+    )
+    print(
+        "threads | forward ms | forward, no maps ms | leave-one-out ms | 10 separate calls ms "
+        f"| leave-one-out / forward (target <= {TARGET:g}) | load average"
+    )
+    for row in rows:
+        print(
+            f"{row['torch_threads']:7d} | {row['forward_s'] * 1e3:10.2f} | {row['forward_without_maps_s'] * 1e3:19.2f} "
+            f"| {row['leave_one_out_s'] * 1e3:16.2f} | {row['sequential_s'] * 1e3:20.2f} "
+            f"| {row['loo_over_forward']:5.2f} {'meets' if row['meets_target'] else 'misses'} "
+            f"| {row['load_average_1min'][0]:.2f} -> {row['load_average_1min'][1]:.2f}"
         )
-        load_after = os.getloadavg()[0]
-    ratio = medians["leave_one_out"] / medians["forward"]
     report = {
-        "loo_over_forward": round(ratio, 3),
         "target_loo_over_forward": TARGET,
-        "meets_target": ratio <= TARGET,
-        "loo_over_forward_without_maps": round(medians["leave_one_out"] / medians["forward_without_maps"], 3),
-        "sequential_over_loo": round(medians["sequential"] / medians["leave_one_out"], 3),
-        "forward_s": round(medians["forward"], 5),
-        "forward_without_maps_s": round(medians["forward_without_maps"], 5),
-        "leave_one_out_s": round(medians["leave_one_out"], 5),
-        "sequential_s": round(medians["sequential"], 5),
+        "meets_target_at_threads": [row["torch_threads"] for row in rows if row["meets_target"]],
+        "by_threads": rows,
         "memory_prompts": num_prompts,
         "options": text_hidden.shape[1],
         "frames": frames.shape[1],
@@ -126,22 +145,33 @@ def main(argv: list[str] | None = None) -> None:
         "precision": "fp32",
         "device": "cpu",
         "device_name": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "load_average_1min": [round(load_before, 2), round(load_after, 2)],
         "repeats": args.repeats,
         "checkpoint": str(args.checkpoint),
     }
-    print(f"one forward (glance + focus, {report['options']} options): {medians['forward'] * 1e3:.2f} ms")
-    print(f"one forward, answer-only focus (no maps):  {medians['forward_without_maps'] * 1e3:.2f} ms")
-    print(f"leave-one-out, one batched focus pass (Q={num_prompts}): {medians['leave_one_out'] * 1e3:.2f} ms")
-    print(f"leave-one-out, {num_prompts} separate focus calls:        {medians['sequential'] * 1e3:.2f} ms")
-    print(f"batched leave-one-out / one forward = {ratio:.2f} (target <= {TARGET:g})")
-    print(
-        f"{torch.get_num_threads()} torch thread(s) on {os.cpu_count()} CPUs; 1-minute load average "
-        f"{load_before:.2f} before, {load_after:.2f} after the measurement"
-    )
     print(json.dumps(report))
+
+
+def doubling_up_to(limit: int) -> list[int]:
+    """1, 2, 4, ... below ``limit``, then ``limit`` itself."""
+    counts = [1]
+    while counts[-1] * 2 < limit:
+        counts.append(counts[-1] * 2)
+    return counts if limit == 1 else [*counts, limit]
+
+
+def row_for(threads: int, medians: dict[str, float], load: tuple[float, float]) -> dict[str, object]:
+    """One thread count's figures: the medians and their ratios."""
+    ratio = medians["leave_one_out"] / medians["forward"]
+    return {
+        "torch_threads": threads,
+        "loo_over_forward": round(ratio, 3),
+        "meets_target": ratio <= TARGET,
+        "loo_over_forward_without_maps": round(medians["leave_one_out"] / medians["forward_without_maps"], 3),
+        "sequential_over_loo": round(medians["sequential"] / medians["leave_one_out"], 3),
+        **{f"{name}_s": round(value, 5) for name, value in medians.items()},
+        "load_average_1min": [round(load[0], 2), round(load[1], 2)],
+    }
 
 
 if __name__ == "__main__":

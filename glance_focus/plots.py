@@ -288,7 +288,7 @@ def compare_timeline_figure(predictions: Sequence[tuple[str, Prediction]]) -> Fi
         answer = f"{name} answers “{prediction.answer}” ({prediction.probabilities[prediction.answer_index]:.0%})"
         spans_ax.axhspan(row - 0.5, row + 0.5, color="#eef0f6", zorder=0)
         spans_ax.text(duration * 0.005, row, answer, ha="left", va="center", fontsize=9, weight="bold", clip_on=True)
-        ticks.append(name)
+        ticks.append("")  # the header row's own text names the model (a tick label would be clipped)
         _span_bars(spans_ax, prediction.events, lambda event: colours[event.label], duration, first_row=row + 1)
         ticks += [f"P{k + 1}" for k in range(len(prediction.events))]
         row += len(prediction.events) + 1

@@ -41,6 +41,7 @@ pytestmark = [
 @dataclass
 class Site:
     url: str
+    checkpoints: list[Path]
     examples: list[Example]
     screenshots: Path
 
@@ -53,7 +54,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     screenshots = ROOT / "docs" if refresh else root / "screenshots"
     screenshots.mkdir(exist_ok=True)
     with serve(checkpoints, examples, root) as url:
-        yield Site(url, examples, screenshots)
+        yield Site(url, checkpoints, examples, screenshots)
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +169,27 @@ def test_the_evidence_panel_appears_and_hiding_a_stretch_changes_the_probabiliti
     page.locator("#hide-end input").fill("2")
     page.locator("#hide-button").click()
     page.get_by_text("must end after it starts", exact=False).first.wait_for()
+
+
+def test_compare_mode_shows_both_models_on_one_page(page, site: Site) -> None:
+    if len(site.checkpoints) < 2:
+        pytest.skip("the compare mode needs a second model (the bundled pair is missing)")
+    example = next((e for e in site.examples if e.question == EVIDENCE_EXAMPLE), site.examples[0])
+    _upload(page, example.video)
+    page.locator("#question textarea, #question input").first.fill(example.question)
+    page.locator("#options textarea").fill("\n".join(example.options))
+    page.locator("#compare-submit").click()
+    summary = page.locator("#compare-summary")
+    summary.get_by_text("They ", exact=False).wait_for()
+    names = [path.name for path in site.checkpoints[:2]]
+    assert all(name in summary.inner_text() for name in names), "both models' answers"
+    page.wait_for_function(  # one row per option, with both models' probabilities
+        "options => options.every(o => document.querySelector('#compare-table').innerText.includes(o))",
+        arg=example.options,
+    )
+    assert _figure_rendered(page, "#compare-timeline")
+    page.wait_for_timeout(500)  # let the figure settle before the screenshot
+    page.locator("#compare-box").screenshot(path=str(site.screenshots / "screenshot-compare.png"))
 
 
 @pytest.mark.parametrize("name", ["clip.ts", "clip.mpg", "clip"])

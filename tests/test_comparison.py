@@ -110,7 +110,8 @@ def test_compare_timeline_puts_both_models_on_one_time_axis() -> None:
     bars = [p for p in spans_ax.patches if isinstance(p, Rectangle) and p.get_height() == pytest.approx(0.68)]
     assert len(bars) == len(first.events) + len(second.events)
     ticks = [t.get_text() for t in spans_ax.get_yticklabels()]
-    assert ticks[0] == "sup" and ticks[len(first.events) + 1] == "uns"
+    assert ticks[0] == ticks[len(first.events) + 1] == "", "a header row is named by its own text"
+    assert ticks[1 : len(first.events) + 1] == [f"P{k + 1}" for k in range(len(first.events))]
     texts = " ".join(t.get_text() for t in spans_ax.texts)
     assert "sup answers “gone” (70%)" in texts and "uns answers" in texts
     # A class both models predict has one colour in both groups (rows: name, P1.. of each model).

@@ -10,7 +10,7 @@ from glance_focus.video import VideoLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS = REPO_ROOT / "assets" / "models"
-"""The checkpoints offered when the operator names none (the bundled synthetic model)."""
+"""The checkpoints offered when the operator names none (the bundled synthetic models)."""
 EXAMPLES_FILE = REPO_ROOT / "assets" / "examples" / "examples.json"
 
 MAX_UPLOAD_BYTES = 200 * 10**6
