@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{platform.processor() or platform.machine()} with {os.cpu_count()} CPUs; medians of {args.repeats} rounds"
     )
     print(
-        "threads | forward ms | forward, no maps ms | leave-one-out ms | 10 separate calls ms "
+        f"threads | forward ms | forward, no maps ms | leave-one-out ms | {num_prompts} separate calls ms "
         f"| leave-one-out / forward (target <= {TARGET:g}) | load average"
     )
     for row in rows:
