@@ -37,7 +37,7 @@ def test_smoothing_is_a_trailing_mean() -> None:
     np.testing.assert_allclose(smoothed(values, 1), values)
 
 
-def test_writes_a_png_and_names_a_broken_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_writes_a_png_and_names_a_broken_line(tmp_path: Path) -> None:
     metrics = write_metrics(
         tmp_path / "metrics.jsonl",
         [

@@ -24,6 +24,7 @@ from glance_focus.pipeline import Predictor
 from glance_focus.plots import attention_figure
 from glance_focus.sampling import FrameSampling
 from glance_focus.video import ClipSampling, VideoTooShortError, clip_frame_plan, sample_clips
+from tests.tiny import tiny_config
 
 S3D_SEED0 = "S3D:random-seed0"
 
@@ -158,19 +159,8 @@ def test_s3d_video_shorter_than_one_clip_is_refused(tmp_path: Path) -> None:
 # ---- the checkpoint records its sampling ------------------------------------------------------
 
 
-def _config(feature_dim: int, **changes) -> GlanceFocusConfig:
-    values = dict(
-        feature_dim=feature_dim,
-        d_model=32,
-        num_heads=4,
-        ffn_dim=64,
-        num_event_classes=3,
-        text_hidden_size=384,
-        dropout=0.0,
-        text_dropout=0.0,
-    )
-    values.update(changes)
-    return GlanceFocusConfig(**values)
+def _config(feature_dim: int) -> GlanceFocusConfig:
+    return tiny_config(feature_dim=feature_dim, num_memory_prompts=10, num_event_classes=3, text_hidden_size=384)
 
 
 def test_s3d_checkpoint_records_its_sampling_and_clip_models_refuse_uniform(tmp_path: Path) -> None:

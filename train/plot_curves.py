@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from glance_focus.data.types import atomic_path
 
 
 def read_records(path: Path) -> dict[str, list[dict]]:
@@ -94,10 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     if not records:
         parser.error(f"{args.metrics} holds no records")
     figure = plot(records, args.title or args.metrics.resolve().parent.name, args.smooth)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(f".{args.out.name}.partial")
-    figure.savefig(partial, format="png")
-    os.replace(partial, args.out)
+    with atomic_path(args.out) as partial:
+        figure.savefig(partial, format="png")
     print(f"wrote {args.out}")
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from glance_focus.data.types import atomic_path
 from glance_focus.synthetic.questions import QUESTION_TYPES, Question, make_questions
 from glance_focus.synthetic.render import VIDEO_CODEC, VIDEO_OPTIONS, VIDEO_PIX_FMT, render_frames, write_video
 from glance_focus.synthetic.world import Scene, WorldConfig, build_vocabulary, sample_scene, video_rng
@@ -58,12 +59,8 @@ def split_sizes(num_videos: int) -> dict[str, int]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old or the whole new file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def question_record(question: Question, scene: Scene) -> dict[str, object]:
